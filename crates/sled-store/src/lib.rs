@@ -1,0 +1,22 @@
+//! Reads the Sled crypto store of matrix-bot-sdk 0.6–0.7 bots and streams their Megolm room keys.
+//!
+//! The flow: [`StoreLocation`] finds and checks the folder → [`SledStore::open`] locks the source,
+//! makes a private working copy (Sled cannot open read-only) and unlocks the store cipher →
+//! [`SledStore::sessions`] yields every entry as a [`RoomKey`] or a classified [`DamagedEntry`].
+
+pub mod cipher;
+pub mod error;
+pub mod locate;
+pub mod lock;
+pub mod room_key;
+pub mod scan;
+pub mod store;
+pub mod working_copy;
+
+pub use cipher::CipherFormat;
+pub use error::{Damage, DamageKind, OpenError};
+pub use locate::StoreLocation;
+pub use room_key::{RoomKey, SessionKey};
+pub use scan::{DamagedEntry, ScanItem, ScannedKey, SessionScanner};
+pub use store::{OpenOptions, SledStore, StoreInfo};
+pub use working_copy::CopyProgress;

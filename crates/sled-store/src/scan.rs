@@ -1,0 +1,238 @@
+//! The session stream: Sled key order, bounded memory, and a bad spot in the tree reported and
+//! stepped over rather than ending the run.
+
+use std::ops::Bound;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::cipher::StoreCipher;
+use crate::error::{Damage, DamageKind, OpenError};
+use crate::room_key::{decode_value, RoomKey};
+use crate::store::{KeepAlive, INBOUND_GROUP_SESSIONS};
+
+/// Attempts to read the same spot again before stepping over it.
+const READ_RETRIES: u32 = 3;
+/// Sled's flusher would write into the working copy on a timer; a reader has nothing to flush.
+pub(crate) fn open_sled(dir: &Path, cache_capacity: u64) -> Result<sled::Db, OpenError> {
+    let config = sled::Config::new().path(dir).cache_capacity(cache_capacity).flush_every_ms(None);
+    let mut last_err = String::new();
+    // A Db dropped a moment ago can still hold its file lock while its threads wind down.
+    for attempt in 0..20 {
+        match catch_unwind(AssertUnwindSafe(|| config.open())) {
+            Ok(Ok(db)) => return Ok(db),
+            Ok(Err(e)) => {
+                last_err = e.to_string();
+                if !last_err.contains("could not acquire lock") {
+                    break;
+                }
+            }
+            Err(_) => {
+                last_err = "Sled panicked while opening the database".into();
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25 * (attempt + 1)));
+    }
+    Err(OpenError::Sled { path: dir.to_owned(), detail: last_err })
+}
+
+#[derive(Debug)]
+pub struct ScannedKey {
+    /// Ordinal of the entry in this scan (damaged entries count too).
+    pub position: u64,
+    /// The entry's Sled key: the resume point after this entry.
+    pub sled_key: Vec<u8>,
+    pub key: RoomKey,
+}
+
+#[derive(Debug, Clone)]
+pub struct DamagedEntry {
+    pub position: u64,
+    pub sled_key: Vec<u8>,
+    pub damage: Damage,
+}
+
+#[derive(Debug)]
+pub enum ScanItem {
+    Key(ScannedKey),
+    Damaged(DamagedEntry),
+}
+
+pub struct SessionScanner {
+    dir: PathBuf,
+    cipher: Option<Arc<StoreCipher>>,
+    cache_capacity: u64,
+    reopen_every: usize,
+    /// Resume point: the last key handed out (or the caller's start).
+    last_key: Option<Vec<u8>>,
+    /// A key to start *at* (inclusive) after stepping over an unreadable spot.
+    restart_at: Option<Vec<u8>>,
+    iter: Option<(sled::Db, sled::Iter)>,
+    since_open: usize,
+    position: u64,
+    retries: u32,
+    done: bool,
+    _keep_alive: KeepAlive,
+}
+
+impl SessionScanner {
+    pub(crate) fn new(
+        dir: PathBuf,
+        cipher: Option<Arc<StoreCipher>>,
+        start_after: Option<Vec<u8>>,
+        cache_capacity: u64,
+        reopen_every: usize,
+        keep_alive: KeepAlive,
+    ) -> Self {
+        SessionScanner {
+            dir,
+            cipher,
+            cache_capacity,
+            reopen_every: reopen_every.max(1),
+            last_key: start_after,
+            restart_at: None,
+            iter: None,
+            since_open: 0,
+            position: 0,
+            retries: 0,
+            done: false,
+            _keep_alive: keep_alive,
+        }
+    }
+
+    /// Entries visited so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn open_iter(&mut self) -> Result<(), OpenError> {
+        self.iter = None; // drop the old Db before opening a new one: it holds the file lock
+        let db = open_sled(&self.dir, self.cache_capacity)?;
+        let tree = db.open_tree(INBOUND_GROUP_SESSIONS).map_err(|e| OpenError::Sled { path: self.dir.clone(), detail: e.to_string() })?;
+        let start = match (&self.restart_at, &self.last_key) {
+            (Some(at), _) => Bound::Included(at.clone()),
+            (None, Some(last)) => Bound::Excluded(last.clone()),
+            (None, None) => Bound::Unbounded,
+        };
+        let iter = tree.range::<Vec<u8>, _>((start, Bound::Unbounded));
+        self.iter = Some((db, iter));
+        self.since_open = 0;
+        Ok(())
+    }
+
+    fn next_raw(&mut self) -> Option<Result<(sled::IVec, sled::IVec), String>> {
+        let (_, iter) = self.iter.as_mut()?;
+        match catch_unwind(AssertUnwindSafe(|| iter.next())) {
+            Ok(None) => None,
+            Ok(Some(Ok(kv))) => Some(Ok(kv)),
+            Ok(Some(Err(e))) => Some(Err(e.to_string())),
+            Err(_) => Some(Err("Sled panicked while reading the tree".into())),
+        }
+    }
+
+    fn damaged(&mut self, sled_key: Vec<u8>, damage: Damage) -> ScanItem {
+        let item = ScanItem::Damaged(DamagedEntry { position: self.position, sled_key, damage });
+        self.position += 1;
+        item
+    }
+}
+
+impl Iterator for SessionScanner {
+    type Item = ScanItem;
+
+    fn next(&mut self) -> Option<ScanItem> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.iter.is_none() || self.since_open >= self.reopen_every {
+                if let Err(e) = self.open_iter() {
+                    // The copy opened once already; failing now is damage Sled found on re-reading.
+                    self.done = true;
+                    let key = self.last_key.clone().unwrap_or_default();
+                    return Some(self.damaged(key, Damage::new(DamageKind::ReadError, e.to_string())));
+                }
+            }
+            match self.next_raw() {
+                None => {
+                    self.done = true;
+                    self.iter = None;
+                    return None;
+                }
+                Some(Ok((k, v))) => {
+                    self.restart_at = None;
+                    self.retries = 0;
+                    self.since_open += 1;
+                    self.last_key = Some(k.to_vec());
+                    let position = self.position;
+                    self.position += 1;
+                    return Some(match decode_value(&v, self.cipher.as_deref()) {
+                        Ok(key) => ScanItem::Key(ScannedKey { position, sled_key: k.to_vec(), key }),
+                        Err(damage) => ScanItem::Damaged(DamagedEntry { position, sled_key: k.to_vec(), damage }),
+                    });
+                }
+                Some(Err(message)) => {
+                    self.retries += 1;
+                    self.iter = None; // reopen: after an error Sled's iterator would retry the same node forever
+                    if self.retries <= READ_RETRIES {
+                        continue;
+                    }
+                    // Step over the unreadable spot: restart at ever larger successors of the last good key.
+                    let from = self.restart_at.clone().or_else(|| self.last_key.clone()).unwrap_or_default();
+                    match step_over(&from, self.retries - READ_RETRIES) {
+                        Some(next_start) => {
+                            let damage = Damage::new(
+                                DamageKind::ReadError,
+                                format!("Sled could not read the tree after this key ({message}); resuming at key {}", hex::encode(&next_start)),
+                            );
+                            self.restart_at = Some(next_start);
+                            let last = self.last_key.clone().unwrap_or_default();
+                            if self.retries - READ_RETRIES > 64 {
+                                self.done = true;
+                            }
+                            return Some(self.damaged(last, damage));
+                        }
+                        None => {
+                            self.done = true;
+                            let last = self.last_key.clone().unwrap_or_default();
+                            return Some(self.damaged(last, Damage::new(DamageKind::ReadError, format!("Sled could not read the rest of the tree: {message}"))));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The n-th step over an unreadable spot after `key`: increments ever shorter prefixes of the key,
+/// so each step skips a larger key range (the damaged node's range is unknown). `None` when the key
+/// space is exhausted.
+fn step_over(key: &[u8], step: u32) -> Option<Vec<u8>> {
+    let mut key = if key.is_empty() { vec![0u8] } else { key.to_vec() };
+    let keep = key.len().saturating_sub(step as usize - 1).max(1);
+    key.truncate(keep);
+    while let Some(last) = key.last_mut() {
+        if *last < 0xff {
+            *last += 1;
+            return Some(key);
+        }
+        key.pop();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::step_over;
+
+    #[test]
+    fn stepping_over_skips_ever_larger_ranges() {
+        assert_eq!(step_over(&[1, 2, 3], 1), Some(vec![1, 2, 4]));
+        assert_eq!(step_over(&[1, 2, 3], 2), Some(vec![1, 3]));
+        assert_eq!(step_over(&[1, 2, 3], 3), Some(vec![2]));
+        assert_eq!(step_over(&[1, 0xff], 1), Some(vec![2]));
+        assert_eq!(step_over(&[0xff, 0xff], 1), None);
+        assert_eq!(step_over(&[], 1), Some(vec![1]));
+    }
+}

@@ -1,0 +1,154 @@
+//! Opening a store: check the folder, take the shared lock on the source, make the private working
+//! copy, unlock the store cipher, and learn what kind of store it is. Nothing here ever opens a
+//! file of the source store for writing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::cipher::{CipherError, CipherFormat, StoreCipher};
+use crate::error::OpenError;
+use crate::locate::StoreLocation;
+use crate::lock::SourceLock;
+use crate::scan::{open_sled, SessionScanner};
+use crate::working_copy::{CopyProgress, WorkingCopy};
+
+pub const INBOUND_GROUP_SESSIONS: &str = "inbound_group_sessions";
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// matrix-bot-sdk 0.6.6+ passes the empty passphrase.
+    pub passphrase: String,
+    /// Parent folder of the private working copy.
+    pub work_dir: PathBuf,
+    /// Sled's page cache; its default (1 GB) is far more than a streaming read needs.
+    pub cache_capacity: u64,
+    /// Sled's resident set grows with every entry visited until the `Db` is dropped:
+    /// reopen after this many entries to keep memory flat.
+    pub reopen_every: usize,
+}
+
+impl OpenOptions {
+    pub fn new(work_dir: impl Into<PathBuf>) -> Self {
+        OpenOptions { passphrase: String::new(), work_dir: work_dir.into(), cache_capacity: 16 << 20, reopen_every: 20_000 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreInfo {
+    pub crypto_store_dir: PathBuf,
+    pub store_version: Option<u8>,
+    pub cipher_format: Option<CipherFormat>,
+    /// From bot-sdk.json.
+    pub device_id: Option<String>,
+    /// From the pickled Olm account, when it can be read.
+    pub account_user_id: Option<String>,
+    pub account_device_id: Option<String>,
+    pub working_copy_cloned: bool,
+    pub store_bytes: u64,
+}
+
+pub struct SledStore {
+    info: StoreInfo,
+    cipher: Option<Arc<StoreCipher>>,
+    options: OpenOptions,
+    // Field order matters: the copy is removed after the lock is released... either order is safe,
+    // but keep the lock for as long as anything reads.
+    copy: Arc<WorkingCopy>,
+    _lock: Arc<SourceLock>,
+}
+
+impl SledStore {
+    pub fn open(
+        location: &StoreLocation,
+        options: OpenOptions,
+        progress: &mut dyn FnMut(CopyProgress),
+    ) -> Result<Self, OpenError> {
+        location.check()?;
+        let device_id = location.device_id()?;
+        let lock = SourceLock::acquire(&location.sled_db_file())?;
+        let copy = WorkingCopy::create(&location.sled_dir(), &options.work_dir, progress)?;
+        let db = open_sled(copy.sled_dir(), options.cache_capacity)?;
+
+        let sled_err = |e: sled::Error| OpenError::Sled { path: location.sled_dir(), detail: e.to_string() };
+        let store_version = db.get("store_version").map_err(sled_err)?.and_then(|v| v.first().copied());
+        let has_inbound_tree = db.tree_names().iter().any(|n| n.as_ref() == INBOUND_GROUP_SESSIONS.as_bytes());
+        if let Some(version) = store_version {
+            if version <= 3 {
+                return Err(OpenError::LegacyStore { path: location.sled_dir(), version });
+            }
+        }
+        if !has_inbound_tree {
+            return Err(OpenError::NotACryptoStore(location.sled_dir()));
+        }
+
+        let cipher = match db.get(b"store_cipher\xff").map_err(sled_err)? {
+            None => None,
+            Some(exported) => Some(Arc::new(StoreCipher::unlock(&exported, &options.passphrase).map_err(|e| match e {
+                CipherError::WrongPassphrase => OpenError::WrongPassphrase(location.sled_dir()),
+                CipherError::Malformed(detail) => OpenError::CorruptCipher { path: location.sled_dir(), detail },
+            })?)),
+        };
+
+        let (account_user_id, account_device_id) = read_account_identity(&db, cipher.as_deref());
+        drop(db);
+
+        Ok(SledStore {
+            info: StoreInfo {
+                crypto_store_dir: location.crypto_store_dir.clone(),
+                store_version,
+                cipher_format: cipher.as_ref().map(|c| c.format()),
+                device_id,
+                account_user_id,
+                account_device_id,
+                working_copy_cloned: copy.cloned,
+                store_bytes: copy.bytes,
+            },
+            cipher,
+            options,
+            copy: Arc::new(copy),
+            _lock: Arc::new(lock),
+        })
+    }
+
+    pub fn info(&self) -> &StoreInfo {
+        &self.info
+    }
+
+    /// Streams the room keys in Sled key order, starting after `start_after` (a resume point).
+    pub fn sessions(&self, start_after: Option<Vec<u8>>) -> SessionScanner {
+        SessionScanner::new(
+            self.copy.sled_dir().to_owned(),
+            self.cipher.clone(),
+            start_after,
+            self.options.cache_capacity,
+            self.options.reopen_every,
+            KeepAlive { _copy: self.copy.clone(), _lock: self._lock.clone() },
+        )
+    }
+}
+
+/// A scanner may outlive the `SledStore` handle (it moves to a reader thread): it keeps the working
+/// copy and the source lock alive until it is dropped.
+pub struct KeepAlive {
+    _copy: Arc<WorkingCopy>,
+    _lock: Arc<SourceLock>,
+}
+
+fn read_account_identity(db: &sled::Db, cipher: Option<&StoreCipher>) -> (Option<String>, Option<String>) {
+    let account = (|| {
+        let tree = db.tree_names().into_iter().find(|n| n.as_ref() == b"account")?;
+        let tree = db.open_tree(tree).ok()?;
+        let value = tree.get(b"account\xff").ok()??;
+        let json: serde_json::Value = if value.first() == Some(&b'{') && !crate::room_key::looks_encrypted_pub(&value) {
+            serde_json::from_slice(&value).ok()?
+        } else {
+            let envelope = serde_json::from_slice(&value).ok()?;
+            serde_json::from_slice(&cipher?.decrypt(&envelope)?).ok()?
+        };
+        Some((
+            json.get("user_id").and_then(|v| v.as_str()).map(str::to_owned),
+            json.get("device_id").and_then(|v| v.as_str()).map(str::to_owned),
+        ))
+    })();
+    account.unwrap_or((None, None))
+}

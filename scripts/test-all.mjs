@@ -1,0 +1,62 @@
+#!/usr/bin/env node
+// `npm test`: the Rust tests (cargo, both workspaces) and the ava specs, then one closing line
+// `N passed, N failed` that counts them all. Exits non-zero if anything failed.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+let passed = 0;
+let failed = 0;
+let broken = [];
+
+function run(label, cmd, args, parse) {
+  return new Promise((resolve) => {
+    process.stdout.write(`\n== ${label}: ${cmd} ${args.join(' ')}\n`);
+    const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    let buffer = '';
+    const onData = (stream) => (chunk) => {
+      stream.write(chunk);
+      buffer += chunk.toString();
+    };
+    child.stdout.on('data', onData(process.stdout));
+    child.stderr.on('data', onData(process.stderr));
+    child.on('close', (code) => {
+      const counts = parse(buffer);
+      passed += counts.passed;
+      failed += counts.failed;
+      if (code !== 0 && counts.failed === 0) {
+        // a crash or a build failure: count it, so it cannot pass silently
+        failed += 1;
+        broken.push(`${label} exited ${code}`);
+      }
+      resolve();
+    });
+  });
+}
+
+// cargo: "test result: ok. 12 passed; 0 failed; ..." once per test binary
+function parseCargo(text) {
+  let p = 0;
+  let f = 0;
+  for (const m of text.matchAll(/test result: \w+\. (\d+) passed; (\d+) failed/g)) {
+    p += Number(m[1]);
+    f += Number(m[2]);
+  }
+  return { passed: p, failed: f };
+}
+
+// ava TAP: "# pass N" / "# fail N"
+function parseTap(text) {
+  const p = /^# pass (\d+)/m.exec(text);
+  const f = /^# fail (\d+)/m.exec(text);
+  return { passed: p ? Number(p[1]) : 0, failed: f ? Number(f[1]) : 0 };
+}
+
+const only = process.argv[2];
+if (!only || only === 'rust') await run('rust', 'cargo', ['test', '--workspace', '--release'], parseCargo);
+if (!only || only === 'js') await run('ava', 'npx', ['ava', '--tap'], parseTap);
+
+for (const b of broken) process.stdout.write(`broken: ${b}\n`);
+process.stdout.write(`\n${passed} passed, ${failed} failed\n`);
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+/**
+ * The clipanion entry: registers the commands and turns every error into one line and an exit
+ * code (the table is in errors.ts).
+ */
+import { Builtins, Cli } from 'clipanion';
+import { createRequire } from 'node:module';
+import { EXIT_CODES } from './errors.js';
+import { closeAllStreams } from './store/sessions.js';
+import { ExtractCommand } from './commands/extract.js';
+
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
+
+export const COMMANDS = [ExtractCommand];
+
+export async function run(argv: string[]): Promise<number> {
+  const cli = new Cli({ binaryLabel: 'sled-migration-tool', binaryName: 'sled-migration-tool', binaryVersion: version, enableCapture: false });
+  for (const command of COMMANDS) cli.register(command);
+  cli.register(Builtins.HelpCommand);
+  cli.register(Builtins.VersionCommand);
+
+  try {
+    cli.process(argv);
+  } catch (e) {
+    process.stderr.write(cli.error(e));
+    return EXIT_CODES.USAGE;
+  }
+  // Commands catch their own errors (BaseCommand.execute): one line and a documented exit code.
+  return cli.run(argv, { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin });
+}
+
+function onSignal(signal: NodeJS.Signals) {
+  closeAllStreams();
+  process.stderr.write(`\ninterrupted (${signal}); progress so far is recorded, rerun the command to continue\n`);
+  process.exit(signal === 'SIGINT' ? EXIT_CODES.INTERRUPTED : 143);
+}
+
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
+
+const exitCode = await run(process.argv.slice(2));
+closeAllStreams();
+process.exitCode = exitCode;

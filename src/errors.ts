@@ -1,0 +1,73 @@
+/**
+ * One error type for the whole tool, and the one table that maps its codes to exit codes.
+ * docs/exit-codes.md documents this table; test/exit-codes.test.ts checks that the two agree.
+ */
+
+export const EXIT_CODES = {
+  OK: 0,
+  INTERNAL: 1,
+  USAGE: 2,
+  STORE_NOT_FOUND: 3,
+  NOT_A_SLED_STORE: 3,
+  NOT_A_CRYPTO_STORE: 3,
+  LEGACY_STORE: 3,
+  INVALID_BOT_SDK_JSON: 3,
+  STORE_LOCKED: 4,
+  WRONG_PASSPHRASE: 5,
+  DAMAGED_ENTRIES: 6,
+  STORE_CORRUPT: 6,
+  MIGRATION_DIR: 7,
+  WORK_DIR_FULL: 7,
+  IO_ERROR: 7,
+  HOMESERVER_UNREACHABLE: 8,
+  NOT_A_HOMESERVER: 8,
+  TLS: 8,
+  AUTH: 9,
+  BACKUP_EXISTS: 10,
+  BACKUP_KEY_MISMATCH: 10,
+  WRONG_BACKUP_VERSION: 10,
+  NO_BACKUP: 10,
+  VERIFY_INCOMPLETE: 11,
+  STATE_CORRUPT: 12,
+  DEVICE: 13,
+  INTERRUPTED: 130,
+} as const;
+
+export type ErrorCode = Exclude<keyof typeof EXIT_CODES, 'OK'>;
+
+export class ToolError extends Error {
+  override readonly name = 'ToolError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    /** What the operator should do, in one sentence. */
+    readonly hint?: string,
+  ) {
+    super(message);
+  }
+
+  get exitCode(): number {
+    return EXIT_CODES[this.code];
+  }
+
+  /** The one line an operator sees: cause, then fix. */
+  toLine(): string {
+    return this.hint ? `error: ${this.message}. Fix: ${this.hint}.` : `error: ${this.message}.`;
+  }
+}
+
+export function isToolError(e: unknown): e is ToolError {
+  return e instanceof ToolError;
+}
+
+/** Prints the one line for an error and returns its exit code. */
+export function reportError(e: unknown, stderr: NodeJS.WritableStream = process.stderr): number {
+  if (isToolError(e)) {
+    stderr.write(e.toLine() + '\n');
+    return e.exitCode;
+  }
+  const err = e instanceof Error ? e : new Error(String(e));
+  stderr.write(`error: unexpected failure: ${err.message}. Fix: rerun with DEBUG=1 for details and report it; progress so far is kept.\n`);
+  if (process.env.DEBUG) stderr.write(`${err.stack}\n`);
+  return EXIT_CODES.INTERNAL;
+}

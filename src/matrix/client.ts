@@ -1,0 +1,195 @@
+/**
+ * The homeserver client: Node's built-in fetch, the access token in a header (never in a URL or a
+ * log line), retries for what a retry can fix, and one clear ToolError for what it cannot.
+ *
+ * Retry budget (docs/exit-codes.md): network errors and 5xx answers are retried with exponential
+ * backoff starting at `retryBaseMs` (1 s) and capped at `retryCapMs` (16 s), at most `maxAttempts`
+ * (8) attempts per request, about 80 s of outage in all; 429 answers wait `retry_after_ms`
+ * and do not count against the attempts up to 50 waits.
+ */
+import { ToolError } from '../errors.js';
+import { MatrixError } from './errors.js';
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  retryBaseMs: number;
+  retryCapMs: number;
+  /** Per-request timeout. */
+  timeoutMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = {
+  maxAttempts: Number(process.env.MIGRATION_RETRY_ATTEMPTS) || 8,
+  retryBaseMs: Number(process.env.MIGRATION_RETRY_BASE_MS) || 1000,
+  retryCapMs: Number(process.env.MIGRATION_RETRY_CAP_MS) || 16_000,
+  timeoutMs: Number(process.env.MIGRATION_REQUEST_TIMEOUT_MS) || 120_000,
+};
+
+export interface RequestOptions {
+  query?: Record<string, string>;
+  body?: unknown;
+  /** A body already serialized (large uploads are built once, not re-stringified per retry). */
+  rawBody?: string;
+  /** Statuses the caller handles itself (no retry, no ToolError). */
+  expect?: number[];
+}
+
+export interface ClientEvents {
+  onRetry?(info: { attempt: number; delayMs: number; reason: string }): void;
+}
+
+const TLS_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+export class MatrixClient {
+  readonly baseUrl: string;
+
+  constructor(
+    baseUrl: string,
+    private readonly accessToken: string,
+    readonly retry: RetryPolicy = DEFAULT_RETRY,
+    private readonly events: ClientEvents = {},
+  ) {
+    this.baseUrl = baseUrl.replace(/\/+$/, '');
+  }
+
+  /** JSON request with retries. Resolves to the parsed body, or throws ToolError / MatrixError. */
+  async request<T = Record<string, unknown>>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
+    const url = new URL(this.baseUrl + path);
+    for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
+    const body = opts.rawBody ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
+    let attempt = 0;
+    let rateLimitWaits = 0;
+    for (;;) {
+      attempt++;
+      let response: Response;
+      try {
+        response = await fetch(url, {
+          method,
+          headers: {
+            authorization: `Bearer ${this.accessToken}`,
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          },
+          body,
+          signal: AbortSignal.timeout(this.retry.timeoutMs),
+        });
+      } catch (e) {
+        const tls = tlsError(e);
+        if (tls) throw tls;
+        const reason = networkReason(e);
+        if (attempt >= this.retry.maxAttempts) {
+          throw new ToolError(
+            'HOMESERVER_UNREACHABLE',
+            `the homeserver ${this.baseUrl} could not be reached after ${attempt} attempts (${reason})`,
+            'check HOMESERVER_URL and the network, then rerun: progress so far is kept',
+          );
+        }
+        await this.backoff(attempt, reason);
+        continue;
+      }
+
+      const text = await response.text().catch(() => undefined);
+      if (text === undefined) {
+        // the body was cut halfway: as retryable as a reset connection
+        if (attempt >= this.retry.maxAttempts) {
+          throw new ToolError('HOMESERVER_UNREACHABLE', `the homeserver ${this.baseUrl} kept cutting its answers short`, 'check the network or proxy in front of the homeserver, then rerun');
+        }
+        await this.backoff(attempt, 'response cut short');
+        continue;
+      }
+      const json = parseJson(text);
+      if (response.ok) {
+        if (json === undefined) throw notMatrix(this.baseUrl, response);
+        return json as T;
+      }
+      const error = new MatrixError(
+        response.status,
+        typeof json?.errcode === 'string' ? json.errcode : undefined,
+        typeof json?.error === 'string' ? json.error : `HTTP ${response.status}`,
+        json ?? {},
+      );
+      if (opts.expect?.includes(response.status)) throw error;
+      if (response.status === 429) {
+        rateLimitWaits++;
+        if (rateLimitWaits > 50) throw new ToolError('HOMESERVER_UNREACHABLE', `the homeserver kept rate-limiting ${method} ${path}`, 'wait a while and rerun: progress so far is kept');
+        attempt--; // rate limiting is the server pacing us, not a failure
+        await this.sleep(error.retryAfterMs ?? this.delayFor(rateLimitWaits), 'rate limited (429)');
+        continue;
+      }
+      if (response.status >= 500 || response.status === 408) {
+        if (attempt >= this.retry.maxAttempts) {
+          throw new ToolError('HOMESERVER_UNREACHABLE', `the homeserver answered ${response.status} to ${method} ${path} ${attempt} times`, 'check the homeserver\'s health and logs, then rerun: progress so far is kept');
+        }
+        await this.backoff(attempt, `HTTP ${response.status}`);
+        continue;
+      }
+      if (response.status === 401 && (error.errcode === 'M_UNKNOWN_TOKEN' || error.errcode === 'M_MISSING_TOKEN')) {
+        throw new ToolError('AUTH', `the homeserver rejected the access token (${error.errcode})`, 'set ACCESS_TOKEN to a valid token of the bot\'s user (log in again to get one)');
+      }
+      if (json === undefined) throw notMatrix(this.baseUrl, response);
+      throw error;
+    }
+  }
+
+  private delayFor(attempt: number): number {
+    return Math.min(this.retry.retryCapMs, this.retry.retryBaseMs * 2 ** (attempt - 1));
+  }
+
+  private backoff(attempt: number, reason: string): Promise<void> {
+    return this.sleep(this.delayFor(attempt), reason, attempt);
+  }
+
+  private sleep(delayMs: number, reason: string, attempt = 0): Promise<void> {
+    this.events.onRetry?.({ attempt, delayMs, reason });
+    return new Promise((r) => setTimeout(r, delayMs));
+  }
+}
+
+function parseJson(text: string): Record<string, unknown> | undefined {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function notMatrix(baseUrl: string, response: Response): ToolError {
+  const type = response.headers.get('content-type') ?? 'no content type';
+  return new ToolError(
+    'NOT_A_HOMESERVER',
+    `${baseUrl} answered HTTP ${response.status} with ${type}, not Matrix JSON: it is not a Matrix homeserver's client API`,
+    'set HOMESERVER_URL to the homeserver\'s client API base URL (what /.well-known/matrix/client names, e.g. https://matrix.example.org)',
+  );
+}
+
+function causeCode(e: unknown): string | undefined {
+  let cur: unknown = e;
+  for (let i = 0; i < 5 && cur; i++) {
+    const code = (cur as { code?: unknown }).code;
+    if (typeof code === 'string') return code;
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+function tlsError(e: unknown): ToolError | undefined {
+  const code = causeCode(e);
+  if (!code || !TLS_CODES.has(code)) return undefined;
+  return new ToolError(
+    'TLS',
+    `the homeserver's TLS certificate was refused (${code})`,
+    'if the homeserver uses a private CA, pass its certificate with --ca-file (CA_FILE); never disable verification',
+  );
+}
+
+function networkReason(e: unknown): string {
+  if ((e as Error)?.name === 'TimeoutError') return 'timed out';
+  return causeCode(e) ?? (e as Error)?.message ?? 'network error';
+}

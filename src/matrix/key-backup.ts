@@ -1,0 +1,108 @@
+/** The server-side key backup endpoints (client-server API v3, "Server-side key backups"). */
+import { ToolError } from '../errors.js';
+import type { MatrixClient } from './client.js';
+import { MatrixError } from './errors.js';
+
+export const BACKUP_ALGORITHM = 'm.megolm_backup.v1.curve25519-aes-sha2';
+const BASE = '/_matrix/client/v3/room_keys';
+
+export interface BackupVersion {
+  version: string;
+  algorithm: string;
+  auth_data: { public_key?: string; signatures?: unknown };
+  count: number;
+  etag: string;
+}
+
+export interface SessionData {
+  ephemeral: string;
+  ciphertext: string;
+  mac: string;
+}
+
+export interface KeyBackupData {
+  first_message_index: number;
+  forwarded_count: number;
+  is_verified: boolean;
+  session_data: SessionData;
+}
+
+export type RoomKeysBody = { rooms: Record<string, { sessions: Record<string, KeyBackupData> }> };
+
+/** The current backup version, or null when the user has none. */
+export async function currentBackup(client: MatrixClient): Promise<BackupVersion | null> {
+  try {
+    return await client.request<BackupVersion>('GET', `${BASE}/version`, { expect: [404] });
+  } catch (e) {
+    if (e instanceof MatrixError && e.status === 404) return null;
+    throw e;
+  }
+}
+
+export async function createBackup(client: MatrixClient, publicKey: string): Promise<string> {
+  const { version } = await client.request<{ version: string }>('POST', `${BASE}/version`, {
+    body: { algorithm: BACKUP_ALGORITHM, auth_data: { public_key: publicKey } },
+  });
+  return version;
+}
+
+export async function deleteBackup(client: MatrixClient, version: string): Promise<void> {
+  await client.request('DELETE', `${BASE}/version/${encodeURIComponent(version)}`);
+}
+
+/** Raised on 413 so the uploader can halve the batch. */
+export class BodyTooLarge extends Error {
+  override readonly name = 'BodyTooLarge';
+}
+
+export function wrongVersion(version: string, detail: string): ToolError {
+  return new ToolError(
+    'WRONG_BACKUP_VERSION',
+    `backup version ${version} is no longer the current one (${detail}): another client replaced or deleted it`,
+    'find out who changed the backup; then run `enable` again (FORCE_NEW_BACKUP=1 if a backup exists) and rerun `upload`',
+  );
+}
+
+/** PUT a prepared body; resolves to the server's total count for the version. */
+export async function putRoomKeys(client: MatrixClient, version: string, rawBody: string): Promise<{ count: number; etag: string }> {
+  try {
+    return await client.request<{ count: number; etag: string }>('PUT', `${BASE}/keys`, {
+      query: { version },
+      rawBody,
+      expect: [403, 404, 413],
+    });
+  } catch (e) {
+    if (e instanceof MatrixError) {
+      if (e.status === 413) throw new BodyTooLarge(e.message);
+      if (e.errcode === 'M_WRONG_ROOM_KEYS_VERSION') throw wrongVersion(version, `the server's current version is ${String(e.body.current_version ?? 'unknown')}`);
+      if (e.status === 404) throw wrongVersion(version, 'the server does not know it');
+    }
+    throw e;
+  }
+}
+
+/** All keys of one room (or of the whole version when roomId is omitted). */
+export async function getRoomKeys(client: MatrixClient, version: string, roomId?: string): Promise<RoomKeysBody> {
+  const path = roomId ? `${BASE}/keys/${encodeURIComponent(roomId)}` : `${BASE}/keys`;
+  try {
+    const body = await client.request<RoomKeysBody | { sessions: Record<string, KeyBackupData> }>('GET', path, { query: { version }, expect: [404] });
+    if (roomId) return { rooms: { [roomId]: { sessions: (body as { sessions: Record<string, KeyBackupData> }).sessions ?? {} } } };
+    return body as RoomKeysBody;
+  } catch (e) {
+    if (e instanceof MatrixError && e.status === 404) {
+      if (e.errcode === 'M_NOT_FOUND' && roomId) return { rooms: {} };
+      throw wrongVersion(version, 'the server does not know it');
+    }
+    throw e;
+  }
+}
+
+/** One session's backed-up entry, or null when the backup does not hold it. */
+export async function getSessionKey(client: MatrixClient, version: string, roomId: string, sessionId: string): Promise<KeyBackupData | null> {
+  try {
+    return await client.request<KeyBackupData>('GET', `${BASE}/keys/${encodeURIComponent(roomId)}/${encodeURIComponent(sessionId)}`, { query: { version }, expect: [404] });
+  } catch (e) {
+    if (e instanceof MatrixError && e.status === 404 && e.errcode === 'M_NOT_FOUND') return null;
+    throw e;
+  }
+}

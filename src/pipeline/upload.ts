@@ -1,0 +1,218 @@
+/**
+ * upload: encrypted entries from the native stream → request bodies under a byte limit → PUT with a
+ * bounded number of requests in flight → checkpoint in migration-state.json.
+ *
+ * Backpressure end to end: we pull the next source batch only when a request slot is free, and the
+ * native reader runs at most `readAhead` batches ahead of us, so a slow server slows the reader
+ * and memory stays flat. Checkpoints advance only over source batches whose every entry the server
+ * has acknowledged, so a crash at any moment resumes without a gap (re-sending is harmless: PUT
+ * is idempotent).
+ */
+import { ToolError } from '../errors.js';
+import type { Output } from '../log.js';
+import type { MatrixClient } from '../matrix/client.js';
+import { BodyTooLarge, putRoomKeys } from '../matrix/key-backup.js';
+import { SessionBatches, type BackupEntry, type DamagedRecord, type StoreSource } from '../store/sessions.js';
+
+export interface UploadOptions {
+  client: MatrixClient;
+  version: string;
+  publicKey: string;
+  source: StoreSource;
+  startAfter?: string;
+  /** Request body limit in bytes (default 1 MB: what reverse proxies commonly allow). */
+  bodyLimit: number;
+  /** Requests in flight (Synapse serializes one user's uploads; 2 overlaps our work with its). */
+  inFlight: number;
+  skipErrors: boolean;
+  out: Output;
+  /** Called after each advance of the acknowledged position. */
+  checkpoint(resumeAfter: string, acknowledged: number, damaged: number): Promise<void>;
+  onDamaged?(d: DamagedRecord): Promise<void>;
+  batchSize?: number;
+  readAhead?: number;
+}
+
+export interface UploadSummary {
+  sent: number;
+  damaged: number;
+  requests: number;
+  serverCount: number;
+  perRoom: Map<string, number>;
+  finalBodyLimit: number;
+}
+
+interface Part {
+  seq: number;
+  entries: BackupEntry[];
+}
+
+/** Serialized size of one entry inside a body: measured, not guessed, so the limit holds. */
+function entryJson(e: BackupEntry): string {
+  return JSON.stringify({
+    first_message_index: e.firstMessageIndex,
+    forwarded_count: e.forwardedCount,
+    is_verified: e.isVerified,
+    session_data: e.sessionData,
+  });
+}
+
+export function buildBody(entries: BackupEntry[]): string {
+  const rooms = new Map<string, string[]>();
+  for (const e of entries) {
+    let list = rooms.get(e.roomId);
+    if (!list) rooms.set(e.roomId, (list = []));
+    list.push(`${JSON.stringify(e.sessionId)}:${entryJson(e)}`);
+  }
+  const parts: string[] = [];
+  for (const [room, sessions] of rooms) parts.push(`${JSON.stringify(room)}:{"sessions":{${sessions.join(',')}}}`);
+  return `{"rooms":{${parts.join(',')}}}`;
+}
+
+const ENVELOPE_BYTES = 64;
+function entryBytes(e: BackupEntry): number {
+  // session ID + room ID (worst case: a room of its own) + the data
+  return entryJson(e).length + e.sessionId.length + e.roomId.length + 32;
+}
+
+export async function uploadKeys(opts: UploadOptions): Promise<UploadSummary> {
+  const { out } = opts;
+  const summary: UploadSummary = { sent: 0, damaged: 0, requests: 0, serverCount: 0, perRoom: new Map(), finalBodyLimit: opts.bodyLimit };
+  let bodyLimit = opts.bodyLimit;
+
+  // Checkpointing over source batches, in order.
+  const batches: { resumeAfter: string; remaining: number; entries: number; damaged: number }[] = [];
+  let committed = 0; // batches[0..committed) are acknowledged and recorded
+  let acknowledged = 0;
+  let damagedCommitted = 0;
+  let checkpointChain: Promise<void> = Promise.resolve();
+  const advance = () => {
+    let moved = false;
+    while (committed < batches.length && batches[committed]!.remaining === 0) {
+      acknowledged += batches[committed]!.entries;
+      damagedCommitted += batches[committed]!.damaged;
+      committed++;
+      moved = true;
+    }
+    if (moved) {
+      const at = batches[committed - 1]!.resumeAfter;
+      const ack = acknowledged;
+      const dmg = damagedCommitted;
+      checkpointChain = checkpointChain.then(() => opts.checkpoint(at, ack, dmg));
+    }
+  };
+
+  // Requests in flight.
+  const running = new Set<Promise<void>>();
+  let failure: unknown;
+  const progress = out.progress('uploading');
+
+  const send = async (parts: Part[]): Promise<void> => {
+    const entries = parts.flatMap((p) => p.entries);
+    try {
+      const { count } = await putRoomKeys(opts.client, opts.version, buildBody(entries));
+      summary.requests++;
+      summary.serverCount = Math.max(summary.serverCount, count);
+    } catch (e) {
+      if (e instanceof BodyTooLarge && entries.length > 1) {
+        // The server (or a proxy) wants smaller bodies: halve, for this request and the rest.
+        bodyLimit = Math.max(4096, Math.floor(bodyLimit / 2));
+        summary.finalBodyLimit = bodyLimit;
+        out.warn(`the homeserver refused a ${entries.length}-key request as too large (413); using requests of at most ${bodyLimit} bytes`);
+        const [a, b] = splitParts(parts);
+        await send(a);
+        await send(b);
+        return;
+      }
+      if (e instanceof BodyTooLarge) {
+        throw new ToolError('HOMESERVER_UNREACHABLE', 'the homeserver refuses even a single key as too large (413)', 'raise the body size limit of the reverse proxy in front of the homeserver to at least 64 KB');
+      }
+      throw e;
+    }
+    for (const p of parts) {
+      batches[p.seq]!.remaining -= p.entries.length;
+      summary.sent += p.entries.length;
+      for (const e of p.entries) summary.perRoom.set(e.roomId, (summary.perRoom.get(e.roomId) ?? 0) + 1);
+    }
+    progress.update(summary.sent, undefined, `sent, server holds ${summary.serverCount}`);
+    advance();
+  };
+
+  const launch = async (parts: Part[]) => {
+    while (running.size >= opts.inFlight) await Promise.race(running);
+    if (failure) throw failure;
+    const p = send(parts).catch((e) => {
+      failure ??= e;
+    });
+    const tracked = p.finally(() => running.delete(tracked));
+    running.add(tracked);
+  };
+
+  const stream = await SessionBatches.open(
+    opts.source,
+    { mode: 'backup', backupPublicKey: opts.publicKey },
+    { startAfter: opts.startAfter, batchSize: opts.batchSize, readAhead: opts.readAhead },
+  );
+  try {
+    let pending: Part[] = [];
+    let pendingBytes = ENVELOPE_BYTES;
+    for await (const batch of stream) {
+      if (failure) throw failure;
+      for (const d of batch.damaged) {
+        if (!opts.skipErrors) {
+          throw new ToolError(
+            'DAMAGED_ENTRIES',
+            `entry ${d.position} (Sled key ${d.keyHex.slice(0, 24)}…) is damaged: ${d.kind}: ${d.message}`,
+            'rerun with --skip-errors to upload every readable key and list the damaged ones (--failed-output)',
+          );
+        }
+        summary.damaged++;
+        await opts.onDamaged?.(d);
+      }
+      const seq = batches.length;
+      batches.push({ resumeAfter: batch.resumeAfter, remaining: batch.backup.length, entries: batch.backup.length, damaged: batch.damaged.length });
+      let part: Part = { seq, entries: [] };
+      for (const entry of batch.backup) {
+        const size = entryBytes(entry);
+        if (pendingBytes + size > bodyLimit && (pending.length > 0 || part.entries.length > 0)) {
+          if (part.entries.length) pending.push(part);
+          await launch(pending);
+          pending = [];
+          pendingBytes = ENVELOPE_BYTES;
+          part = { seq, entries: [] };
+        }
+        part.entries.push(entry);
+        pendingBytes += size;
+      }
+      if (part.entries.length) pending.push(part);
+      if (batch.backup.length === 0) advance();
+    }
+    if (pending.length) await launch(pending);
+    await Promise.all(running);
+    if (failure) throw failure;
+    await checkpointChain;
+    progress.end();
+    return summary;
+  } catch (e) {
+    progress.end();
+    stream.close();
+    await Promise.allSettled(running);
+    await checkpointChain.catch(() => undefined);
+    throw e;
+  }
+}
+
+function splitParts(parts: Part[]): [Part[], Part[]] {
+  const entries = parts.flatMap((p) => p.entries.map((e) => ({ seq: p.seq, e })));
+  const half = Math.ceil(entries.length / 2);
+  const regroup = (list: typeof entries): Part[] => {
+    const out: Part[] = [];
+    for (const { seq, e } of list) {
+      const last = out[out.length - 1];
+      if (last && last.seq === seq) last.entries.push(e);
+      else out.push({ seq, entries: [e] });
+    }
+    return out;
+  };
+  return [regroup(entries.slice(0, half)), regroup(entries.slice(half))];
+}
