@@ -35,7 +35,8 @@ export class AtomicFile {
 
   async write(data: string | Uint8Array): Promise<void> {
     try {
-      await this.handle.write(data);
+      if (typeof data === 'string') await this.handle.write(data);
+      else await this.handle.write(data);
     } catch (e) {
       await this.abort();
       throw fileError(e, path.dirname(this.target));

@@ -9,6 +9,8 @@ import type { MatrixClient } from '../matrix/client.js';
 import { currentBackup, getRoomKeys, getSessionKey, type KeyBackupData } from '../matrix/key-backup.js';
 import { call, native } from '../store/native.js';
 import { SessionBatches, type StoreSource } from '../store/sessions.js';
+import type { StepContext } from './context.js';
+import { ourCurrentBackup } from './upload.js';
 
 export interface VerifyOptions {
   client: MatrixClient;
@@ -18,6 +20,16 @@ export interface VerifyOptions {
   /** Check only this many keys, chosen at random, one request each. */
   sample?: number;
   out: Output;
+}
+
+/** verify as a step: our version and key, the check, and its outcome in the state file. */
+export async function verifyStep(ctx: StepContext, sample: number | undefined): Promise<VerifyReport> {
+  const { key, version } = await ourCurrentBackup(ctx);
+  const report = await verifyBackup({ client: ctx.client, version, privateKey: key.privateKey, source: ctx.source, sample, out: ctx.out });
+  await ctx.state.update((s) => {
+    s.verify = { version, status: report.complete ? 'COMPLETE' : 'INCOMPLETE', keys_in_backup: report.keysInBackup, keys_in_store: report.keysInStore, at: new Date().toISOString() };
+  });
+  return report;
 }
 
 export interface VerifyReport {
@@ -31,6 +43,7 @@ export interface VerifyReport {
   missing: { roomId: string; sessionId: string }[];
   different: { roomId: string; sessionId: string; reason: string }[];
   complete: boolean;
+  sampled: boolean;
   problem?: string;
 }
 
@@ -83,6 +96,7 @@ export async function verifyBackup(opts: VerifyOptions): Promise<VerifyReport> {
     missing: [],
     different: [],
     complete: false,
+    sampled: Boolean(opts.sample),
   };
   if (!backup || backup.version !== opts.version) {
     report.problem = `backup version ${opts.version} is not the current one on the server (current: ${backup?.version ?? 'none'})`;
@@ -102,7 +116,7 @@ export async function verifyBackup(opts: VerifyOptions): Promise<VerifyReport> {
     } else {
       Object.assign(sessions, (await getRoomKeys(opts.client, opts.version, roomId)).rooms[roomId]?.sessions ?? {});
     }
-    const entries = [];
+    const entries: { roomId: string; sessionId: string; sessionData: KeyBackupData['session_data'] }[] = [];
     for (const [sessionId, data] of Object.entries(sessions)) {
       if (wanted.has(sessionId)) entries.push({ roomId, sessionId, sessionData: data.session_data });
     }

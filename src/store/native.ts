@@ -4,7 +4,7 @@
  */
 import { createRequire } from 'node:module';
 import { EXIT_CODES, ToolError, type ErrorCode } from '../errors.js';
-import type * as Binding from '../../native/index.js';
+import type * as Binding from '../../native/index.cjs';
 
 const require = createRequire(import.meta.url);
 
@@ -14,7 +14,7 @@ let loaded: typeof Binding | undefined;
 export function native(): typeof Binding {
   if (!loaded) {
     try {
-      loaded = require('../../native/index.js') as typeof Binding;
+      loaded = require('../../native/index.cjs') as typeof Binding;
     } catch (e) {
       throw new ToolError(
         'INTERNAL',

@@ -1,0 +1,162 @@
+//! Per-session encryption (spec: curve25519-aes-sha2): a fresh ephemeral X25519 key per session,
+//! HKDF-SHA-256 → AES-256-CBC key, HMAC key and IV, and the MAC of libolm's bug — HMAC over the
+//! EMPTY string, truncated to 8 bytes — which every implementation keeps.
+
+use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use hmac::{Hmac, Mac};
+use rand_core::OsRng;
+use sha2::Sha256;
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
+
+use crate::recovery_key::{BackupDecryptionKey, BackupPublicKey};
+use crate::{b64, unb64};
+
+type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
+type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
+
+/// `session_data` of a backed-up key: all three fields unpadded base64.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionData {
+    pub ephemeral: String,
+    pub ciphertext: String,
+    pub mac: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecryptError {
+    #[error("a field is not base64")]
+    Base64,
+    #[error("the ephemeral key is not 32 bytes")]
+    EphemeralKey,
+    #[error("MAC mismatch (wrong key, or a MAC not over the empty string)")]
+    Mac,
+    #[error("the ciphertext does not decrypt (bad padding)")]
+    Padding,
+}
+
+struct Keys {
+    aes: Zeroizing<[u8; 32]>,
+    mac: Zeroizing<[u8; 32]>,
+    iv: [u8; 16],
+}
+
+fn derive(shared: &[u8; 32]) -> Keys {
+    let hkdf = hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), shared);
+    let mut okm = Zeroizing::new([0u8; 80]);
+    hkdf.expand(&[], okm.as_mut()).expect("80 bytes is a valid HKDF-SHA-256 length");
+    let mut keys = Keys { aes: Zeroizing::new([0; 32]), mac: Zeroizing::new([0; 32]), iv: [0; 16] };
+    keys.aes.copy_from_slice(&okm[..32]);
+    keys.mac.copy_from_slice(&okm[32..64]);
+    keys.iv.copy_from_slice(&okm[64..80]);
+    keys
+}
+
+fn empty_mac(mac_key: &[u8; 32]) -> [u8; 8] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(mac_key).expect("HMAC takes any key length");
+    mac.update(b"");
+    let full = mac.finalize().into_bytes();
+    full[..8].try_into().expect("32 ≥ 8")
+}
+
+/// Encrypts one `BackedUpRoomKey` JSON for the backup's public key, with a fresh ephemeral key.
+pub fn encrypt_session(public_key: &BackupPublicKey, plaintext: &[u8]) -> SessionData {
+    encrypt_with(StaticSecret::random_from_rng(OsRng), public_key, plaintext)
+}
+
+pub(crate) fn encrypt_with(ephemeral: StaticSecret, public_key: &BackupPublicKey, plaintext: &[u8]) -> SessionData {
+    let ephemeral_public = PublicKey::from(&ephemeral);
+    let shared = Zeroizing::new(ephemeral.diffie_hellman(&public_key.0).to_bytes());
+    let keys = derive(&shared);
+    let ciphertext = Aes256CbcEnc::new(keys.aes.as_ref().into(), (&keys.iv).into()).encrypt_padded_vec_mut::<Pkcs7>(plaintext);
+    SessionData { ephemeral: b64(ephemeral_public.as_bytes()), ciphertext: b64(&ciphertext), mac: b64(&empty_mac(&keys.mac)) }
+}
+
+pub fn decrypt_session(key: &BackupDecryptionKey, data: &SessionData) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+    let ephemeral: [u8; 32] = unb64(&data.ephemeral).map_err(|_| DecryptError::Base64)?.try_into().map_err(|_| DecryptError::EphemeralKey)?;
+    let ciphertext = unb64(&data.ciphertext).map_err(|_| DecryptError::Base64)?;
+    let mac = unb64(&data.mac).map_err(|_| DecryptError::Base64)?;
+    let shared = Zeroizing::new(key.secret().diffie_hellman(&PublicKey::from(ephemeral)).to_bytes());
+    let keys = derive(&shared);
+    let expected = empty_mac(&keys.mac);
+    // constant-time comparison of the truncated MAC
+    if mac.len() != expected.len() || mac.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
+        return Err(DecryptError::Mac);
+    }
+    Aes256CbcDec::new(keys.aes.as_ref().into(), (&keys.iv).into())
+        .decrypt_padded_vec_mut::<Pkcs7>(&ciphertext)
+        .map(Zeroizing::new)
+        .map_err(|_| DecryptError::Padding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector() -> serde_json::Value {
+        serde_json::from_str(include_str!("../tests/vectors/backup-vector.json")).unwrap()
+    }
+
+    #[test]
+    fn decrypts_the_reference_vector() {
+        let v = vector();
+        let key = BackupDecryptionKey::from_base64(v["private_key_base64"].as_str().unwrap()).unwrap();
+        let data: SessionData = serde_json::from_value(v["session_data"].clone()).unwrap();
+        let plain = decrypt_session(&key, &data).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        assert_eq!(json["algorithm"], "m.megolm.v1.aes-sha2");
+        let session_key = json["session_key"].as_str().unwrap();
+        assert_eq!(crate::session_id_of(session_key).unwrap(), v["session_id"].as_str().unwrap());
+    }
+
+    #[test]
+    fn hkdf_intermediates_match_the_reference() {
+        let v = vector();
+        let key = BackupDecryptionKey::from_base64(v["private_key_base64"].as_str().unwrap()).unwrap();
+        let eph: [u8; 32] = unb64(v["session_data"]["ephemeral"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let shared = key.secret().diffie_hellman(&PublicKey::from(eph)).to_bytes();
+        let keys = derive(&shared);
+        assert!(hex(&keys.aes[..]).starts_with("b03d3eda5978b4f5"));
+        assert_eq!(hex(&keys.iv), "4e8edbea043ee0d34da713a3a85c9c23");
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn round_trip_with_a_fresh_ephemeral_each_time() {
+        let key = BackupDecryptionKey::generate();
+        let a = encrypt_session(&key.public_key(), b"{\"x\":1}");
+        let b = encrypt_session(&key.public_key(), b"{\"x\":1}");
+        assert_ne!(a.ephemeral, b.ephemeral);
+        assert_ne!(a.ciphertext, b.ciphertext);
+        assert_eq!(&*decrypt_session(&key, &a).unwrap(), b"{\"x\":1}");
+        assert_eq!(a.mac.len(), 11);
+        assert!(!a.ciphertext.ends_with('='));
+        let other = BackupDecryptionKey::generate();
+        assert_eq!(decrypt_session(&other, &a).unwrap_err(), DecryptError::Mac);
+    }
+
+    #[test]
+    fn a_mac_over_the_ciphertext_is_rejected() {
+        let key = BackupDecryptionKey::generate();
+        let mut data = encrypt_session(&key.public_key(), b"secret");
+        // what a "fixed" implementation would send: HMAC over the ciphertext
+        let eph: [u8; 32] = unb64(&data.ephemeral).unwrap().try_into().unwrap();
+        let keys = derive(&key.secret().diffie_hellman(&PublicKey::from(eph)).to_bytes());
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(keys.mac.as_ref()).unwrap();
+        mac.update(&unb64(&data.ciphertext).unwrap());
+        data.mac = b64(&mac.finalize().into_bytes()[..8]);
+        assert_eq!(decrypt_session(&key, &data).unwrap_err(), DecryptError::Mac);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let key = BackupDecryptionKey::generate();
+        for (e, c, m) in [("", "", ""), ("!!", "AAAA", "AAAA"), ("AAAA", "AAAA", "AAAAAAAAAAA")] {
+            let data = SessionData { ephemeral: e.into(), ciphertext: c.into(), mac: m.into() };
+            assert!(decrypt_session(&key, &data).is_err());
+        }
+    }
+}

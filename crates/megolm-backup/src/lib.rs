@@ -1,0 +1,33 @@
+//! The server-side key backup algorithm `m.megolm_backup.v1.curve25519-aes-sha2`, its recovery key,
+//! and Element's "MEGOLM SESSION DATA" export file. Plain Rust; the napi binding calls it.
+
+pub mod backup_data;
+pub mod encrypt;
+pub mod export_file;
+pub mod recovery_key;
+
+pub use backup_data::{
+    fingerprint, first_message_index_of, session_id_of, validate_exported_key, BackedUpRoomKey, KeyBackupData,
+    KeyError,
+};
+pub use encrypt::{decrypt_session, encrypt_session, DecryptError, SessionData};
+pub use export_file::{decrypt_export, encrypt_export, ExportError, DEFAULT_EXPORT_ROUNDS};
+pub use recovery_key::{parse_any, BackupDecryptionKey, BackupPublicKey, KeyFormatError};
+
+use base64::engine::general_purpose::{GeneralPurposeConfig, STANDARD_NO_PAD};
+use base64::engine::{DecodePaddingMode, GeneralPurpose};
+use base64::Engine;
+
+/// Matrix uses unpadded standard base64; peers sometimes pad. Decode both.
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+pub(crate) fn b64(bytes: &[u8]) -> String {
+    STANDARD_NO_PAD.encode(bytes)
+}
+
+pub(crate) fn unb64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    LENIENT.decode(text)
+}

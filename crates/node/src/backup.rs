@@ -1,0 +1,203 @@
+//! Backup-key and backup-entry functions for JavaScript: thin conversions around `megolm-backup`.
+
+
+use megolm_backup::{
+    decrypt_session, encrypt_session, fingerprint, BackedUpRoomKey, BackupDecryptionKey, BackupPublicKey,
+    SessionData as CoreSessionData,
+};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use rayon::prelude::*;
+use sled_store::RoomKey;
+
+use crate::errors::{coded, invalid_argument};
+use crate::stream::ExportedRoomKey;
+
+#[napi(object)]
+pub struct BackupKey {
+    /// The 32-byte private key (backup-private-key.bin).
+    pub private_key: Buffer,
+    /// 43-character unpadded base64: what `auth_data.public_key` must say.
+    pub public_key: String,
+    /// The spaced base58 recovery key ("EsXX XXXX ...").
+    pub recovery_key: String,
+    /// The same private key as unpadded base64, for older bot builds.
+    pub private_key_base64: String,
+}
+
+fn backup_key(key: &BackupDecryptionKey) -> BackupKey {
+    BackupKey {
+        private_key: Buffer::from(key.as_bytes().to_vec()),
+        public_key: key.public_key().to_base64(),
+        recovery_key: key.to_recovery_key().to_string(),
+        private_key_base64: key.to_base64().to_string(),
+    }
+}
+
+/// A fresh backup key from the OS CSPRNG.
+#[napi]
+pub fn generate_backup_key() -> BackupKey {
+    backup_key(&BackupDecryptionKey::generate())
+}
+
+#[napi]
+pub fn backup_key_from_private_key(private_key: Buffer) -> Result<BackupKey> {
+    let bytes: [u8; 32] = private_key.as_ref().try_into().map_err(|_| invalid_argument("a backup private key has 32 bytes"))?;
+    Ok(backup_key(&BackupDecryptionKey::from_bytes(bytes)))
+}
+
+/// Either form a user may hand us: the spaced base58 recovery key or base64.
+#[napi]
+pub fn backup_key_from_text(text: String) -> Result<BackupKey> {
+    let key = megolm_backup::parse_any(&text)
+        .map_err(|e| coded("BACKUP_KEY_MISMATCH", format!("not a valid recovery key: {e}"), "check the recovery key"))?;
+    Ok(backup_key(&key))
+}
+
+#[napi(object)]
+#[derive(Clone)]
+pub struct SessionData {
+    pub ephemeral: String,
+    pub ciphertext: String,
+    pub mac: String,
+}
+
+/// One `KeyBackupData` with the room and session it is filed under.
+#[napi(object)]
+pub struct BackupEntry {
+    pub room_id: String,
+    pub session_id: String,
+    pub first_message_index: u32,
+    pub forwarded_count: u32,
+    pub is_verified: bool,
+    pub session_data: SessionData,
+}
+
+pub(crate) fn backed_up_room_key(k: &RoomKey) -> BackedUpRoomKey {
+    BackedUpRoomKey {
+        algorithm: k.algorithm.clone(),
+        sender_key: k.sender_key.clone(),
+        session_key: k.session_key.to_base64(),
+        sender_claimed_keys: k.sender_claimed_keys.clone(),
+        forwarding_curve25519_key_chain: k.forwarding_curve25519_key_chain.clone(),
+    }
+}
+
+pub(crate) fn backup_entry(public_key: &BackupPublicKey, k: &RoomKey) -> BackupEntry {
+    let plaintext = backed_up_room_key(k);
+    let json = zeroize::Zeroizing::new(serde_json::to_vec(&plaintext).expect("a room key serializes"));
+    let data = encrypt_session(public_key, &json);
+    BackupEntry {
+        room_id: k.room_id.clone(),
+        session_id: k.session_id.clone(),
+        first_message_index: k.first_message_index,
+        forwarded_count: u32::from(k.imported),
+        is_verified: false,
+        session_data: SessionData { ephemeral: data.ephemeral, ciphertext: data.ciphertext, mac: data.mac },
+    }
+}
+
+pub(crate) fn key_digest(k: &RoomKey) -> String {
+    hex::encode(fingerprint(&k.room_id, &k.session_id, &backed_up_room_key(k)))
+}
+
+#[napi(object)]
+pub struct BackupEntryIn {
+    pub room_id: String,
+    pub session_id: String,
+    pub session_data: SessionData,
+}
+
+#[napi(object)]
+pub struct ServerDigest {
+    pub room_id: String,
+    pub session_id: String,
+    pub digest: Option<String>,
+    pub error: Option<String>,
+}
+
+pub struct DecryptDigests {
+    key: BackupDecryptionKey,
+    entries: Vec<BackupEntryIn>,
+}
+
+impl Task for DecryptDigests {
+    type Output = Vec<ServerDigest>;
+    type JsValue = Vec<ServerDigest>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let key = &self.key;
+        Ok(std::mem::take(&mut self.entries)
+            .into_par_iter()
+            .map(|e| {
+                let data = CoreSessionData {
+                    ephemeral: e.session_data.ephemeral,
+                    ciphertext: e.session_data.ciphertext,
+                    mac: e.session_data.mac,
+                };
+                let outcome = decrypt_session(key, &data)
+                    .map_err(|err| err.to_string())
+                    .and_then(|plain| serde_json::from_slice::<BackedUpRoomKey>(&plain).map_err(|_| "not a backed-up room key".to_owned()))
+                    .map(|k| hex::encode(fingerprint(&e.room_id, &e.session_id, &k)));
+                let (digest, error) = match outcome {
+                    Ok(d) => (Some(d), None),
+                    Err(err) => (None, Some(err)),
+                };
+                ServerDigest { room_id: e.room_id, session_id: e.session_id, digest, error }
+            })
+            .collect())
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(output)
+    }
+}
+
+/// Decrypts server entries off the main thread and returns digests comparable with the store's.
+#[napi(ts_return_type = "Promise<Array<ServerDigest>>")]
+pub fn decrypt_backup_digests(private_key: Buffer, entries: Vec<BackupEntryIn>) -> Result<AsyncTask<DecryptDigests>> {
+    let bytes: [u8; 32] = private_key.as_ref().try_into().map_err(|_| invalid_argument("a backup private key has 32 bytes"))?;
+    Ok(AsyncTask::new(DecryptDigests { key: BackupDecryptionKey::from_bytes(bytes), entries }))
+}
+
+/// For `upload --from`: keys that already exist as JSON (an extract file, a megolm export).
+#[napi]
+pub fn encrypt_exported_keys(public_key: String, keys: Vec<ExportedRoomKey>) -> Result<Vec<BackupEntry>> {
+    let public_key = BackupPublicKey::from_base64(&public_key).map_err(|e| invalid_argument(format!("backup public key: {e}")))?;
+    keys.par_iter()
+        .map(|k| {
+            megolm_backup::validate_exported_key(&k.room_id, &k.session_id, &k.sender_key, &k.session_key, &k.sender_claimed_keys)
+                .map_err(|e| coded("DAMAGED_ENTRIES", format!("key {} in {}: {e}", k.session_id, k.room_id), "remove or fix that entry"))?;
+            let plaintext = BackedUpRoomKey {
+                algorithm: k.algorithm.clone(),
+                sender_key: k.sender_key.clone(),
+                session_key: zeroize::Zeroizing::new(k.session_key.clone()),
+                sender_claimed_keys: k.sender_claimed_keys.clone(),
+                forwarding_curve25519_key_chain: k.forwarding_curve25519_key_chain.clone(),
+            };
+            let json = zeroize::Zeroizing::new(serde_json::to_vec(&plaintext).expect("a room key serializes"));
+            let data = encrypt_session(&public_key, &json);
+            Ok(BackupEntry {
+                room_id: k.room_id.clone(),
+                session_id: k.session_id.clone(),
+                first_message_index: megolm_backup::first_message_index_of(&k.session_key).unwrap_or(0),
+                forwarded_count: u32::from(k.imported),
+                is_verified: false,
+                session_data: SessionData { ephemeral: data.ephemeral, ciphertext: data.ciphertext, mac: data.mac },
+            })
+        })
+        .collect()
+}
+
+#[napi]
+pub fn encrypt_megolm_export(plaintext: Buffer, passphrase: String, rounds: u32) -> String {
+    megolm_backup::encrypt_export(&plaintext, &passphrase, rounds)
+}
+
+#[napi]
+pub fn decrypt_megolm_export(text: String, passphrase: String) -> Result<Buffer> {
+    megolm_backup::decrypt_export(&text, &passphrase)
+        .map(|p| Buffer::from(p.to_vec()))
+        .map_err(|e| coded("WRONG_PASSPHRASE", format!("cannot read the key export: {e}"), "check the export passphrase"))
+}
+

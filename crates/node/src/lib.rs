@@ -1,0 +1,10 @@
+//! The napi binding. It holds no logic a Rust test cannot reach: it opens stores, moves batches
+//! across threads and converts types. The store logic is in `sled-store`, the cryptography in
+//! `megolm-backup`.
+
+mod backup;
+mod errors;
+mod stream;
+
+pub use backup::*;
+pub use stream::*;

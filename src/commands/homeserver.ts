@@ -1,0 +1,42 @@
+/** Options of the commands that talk to the homeserver, and the step context built from them. */
+import { Option } from 'clipanion';
+import { ToolError } from '../errors.js';
+import { MatrixClient } from '../matrix/client.js';
+import { ensurePrivateDir } from '../migration/atomic-file.js';
+import { StateFile } from '../migration/state.js';
+import type { StepContext } from '../steps/context.js';
+import { BaseCommand } from './base.js';
+
+export abstract class HomeserverCommand extends BaseCommand {
+  homeserverUrl = Option.String('--homeserver-url', { env: 'HOMESERVER_URL', description: 'The homeserver\'s client API base URL (HOMESERVER_URL)' });
+  accessToken = Option.String('--access-token', { env: 'ACCESS_TOKEN', description: 'The bot\'s access token (ACCESS_TOKEN; prefer the variable: a flag shows in the process list)' });
+
+  protected client(): MatrixClient {
+    if (!this.homeserverUrl) {
+      throw new ToolError('USAGE', 'HOMESERVER_URL is not set', 'set HOMESERVER_URL (or --homeserver-url) to the homeserver\'s client API base URL');
+    }
+    if (!/^https?:\/\/[^/]/.test(this.homeserverUrl)) {
+      throw new ToolError('USAGE', `HOMESERVER_URL "${this.homeserverUrl}" is not an http(s) URL`, 'use the form https://matrix.example.org');
+    }
+    if (!this.accessToken) {
+      throw new ToolError('USAGE', 'ACCESS_TOKEN is not set', 'set ACCESS_TOKEN to the bot\'s access token');
+    }
+    return new MatrixClient(this.homeserverUrl, this.accessToken, undefined, {
+      onRetry: ({ delayMs, reason }) => this.out.warn(`homeserver: ${reason}; retrying in ${(delayMs / 1000).toFixed(1)} s`),
+    });
+  }
+
+  /** Validates the options, prepares MIGRATION_DIR and builds the context the steps share. */
+  protected async stepContext(): Promise<StepContext> {
+    const loc = this.locations();
+    const client = this.client();
+    await ensurePrivateDir(loc.migrationDir);
+    return {
+      client,
+      migrationDir: loc.migrationDir,
+      state: new StateFile(loc.migrationDir),
+      source: { cryptoStorePath: loc.cryptoStorePath, passphrase: loc.storePassphrase, workDir: loc.workDir },
+      out: this.out,
+    };
+  }
+}

@@ -1,0 +1,49 @@
+import { Command, Option } from 'clipanion';
+import * as t from 'typanion';
+import type { Output } from '../log.js';
+import type { UploadStepResult } from '../steps/upload.js';
+import { uploadStep } from '../steps/upload.js';
+import { HomeserverCommand } from './homeserver.js';
+
+/** Options shared by `upload` and `all`. */
+export const uploadOptions = () => ({
+  bodyLimit: Option.String('--body-limit', '1048576', { validator: t.isNumber(), description: 'Largest request body in bytes (default 1 MB; a 413 halves it)' }),
+  inFlight: Option.String('--in-flight', '2', { validator: t.isNumber(), description: 'Upload requests in flight (default 2)' }),
+  skipErrors: Option.Boolean('--skip-errors', false, { description: 'Carry on past damaged entries and list them' }),
+  failedOutput: Option.String('--failed-output', { description: 'Where damaged entries are listed (default: MIGRATION_DIR/failed-sessions.json)' }),
+  restart: Option.Boolean('--restart', false, { description: 'Upload from the beginning even if a previous run completed or recorded a position' }),
+});
+
+export function printUpload(out: Output, r: UploadStepResult): void {
+  if (r.alreadyComplete) return;
+  for (const [room, count] of [...r.perRoom].sort((a, b) => b[1] - a[1])) out.verbose(`  ${room}: ${count}`);
+  out.result(
+    `uploaded ${r.sent} keys in ${r.requests} requests into backup version ${r.version}${r.resumed ? ' (resumed)' : ''}; server count ${r.serverCount}; ${r.perRoom.size} rooms; ${r.damaged} damaged entries skipped`,
+  );
+}
+
+export class UploadCommand extends HomeserverCommand {
+  static override paths = [['upload']];
+  static override usage = Command.Usage({
+    description: 'Encrypt every room key for the backup and upload it, streaming from the store (resumable)',
+    details: 'Streams from the Sled store: no intermediate file. Progress is recorded in migration-state.json after every acknowledged request; a rerun continues from there.',
+  });
+
+  bodyLimit = uploadOptions().bodyLimit;
+  inFlight = uploadOptions().inFlight;
+  skipErrors = uploadOptions().skipErrors;
+  failedOutput = uploadOptions().failedOutput;
+  restart = uploadOptions().restart;
+
+  protected async perform(): Promise<number> {
+    const result = await uploadStep(await this.stepContext(), {
+      bodyLimit: this.bodyLimit,
+      inFlight: Math.max(1, this.inFlight),
+      skipErrors: this.skipErrors,
+      failedOutput: this.failedOutput,
+      restart: this.restart,
+    });
+    printUpload(this.out, result);
+    return 0;
+  }
+}
