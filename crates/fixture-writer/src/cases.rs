@@ -1,0 +1,213 @@
+//! The fixture cases. Each writes `store/` (a bot's crypto store folder) and `expected.json`.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+
+use crate::damage;
+use crate::write::*;
+use crate::Args;
+
+struct Plan {
+    passphrase: Option<&'static str>,
+    sessions: usize,
+    rooms: usize,
+    /// Events recorded per session, for the first `event_sessions` sessions.
+    events_per_session: usize,
+    event_sessions: usize,
+}
+
+fn origin_for(i: usize) -> Origin {
+    match (i % 7, i % 11) {
+        (3, _) => Origin::ImportedAt(2),
+        (_, 5) => Origin::ImportedAt(0),
+        _ => Origin::Direct,
+    }
+}
+
+fn header(case: &str, passphrase: Option<&str>, store_version: u8) -> Value {
+    json!({
+        "case": case,
+        "passphrase": passphrase,
+        "store_version": store_version,
+        "has_cipher": passphrase.is_some(),
+        "cipher_format": passphrase.map(|_| "json"),
+        "user_id": BOT_USER,
+        "device_id": BOT_DEVICE,
+        "identity_keys": null,
+        "damaged": [],
+        "events": [],
+        "olm": null,
+    })
+}
+
+pub async fn write_case(case: &str, dir: &Path, args: &Args) -> Result<()> {
+    let store_dir = dir.join("store");
+    std::fs::create_dir_all(&store_dir)?;
+    write_bot_sdk_json(&store_dir)?;
+    let small = |passphrase, sessions| Plan { passphrase, sessions, rooms: 3, events_per_session: 2, event_sessions: usize::MAX };
+    match case {
+        "plain" => standard(case, dir, small(None, 20)).await,
+        "empty-passphrase" => standard(case, dir, small(Some(""), 20)).await,
+        "passphrase" => standard(case, dir, small(Some("correct horse battery staple"), 10)).await,
+        "empty" => standard(case, dir, small(Some(""), 0)).await,
+        "many" => {
+            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50 };
+            standard(case, dir, plan).await
+        }
+        "mixed-upgrade" => mixed_upgrade(case, dir).await,
+        "damaged" => damaged(case, dir, Some("")).await,
+        "damaged-plain" => damaged(case, dir, None).await,
+        "legacy-libolm" => damage::legacy_store(case, dir),
+        "msgpack-cipher" => msgpack_cipher(case, dir).await,
+        other => bail!("unknown case {other}"),
+    }
+}
+
+/// Sessions from three peers over `rooms` rooms, saved in chunks; keys streamed to expected.json.
+async fn standard(case: &str, dir: &Path, plan: Plan) -> Result<()> {
+    let store_dir = dir.join("store");
+    let store = open_store(&store_dir, plan.passphrase)?;
+    let bot = bot_account();
+    let identity = bot.identity_keys();
+    save(&store, Some(bot), vec![]).await?;
+
+    let keys_path = dir.join(".keys.jsonl");
+    let mut keys_out = std::io::BufWriter::new(std::fs::File::create(&keys_path)?);
+    let mut events = Vec::new();
+    let peers = peers();
+    let rooms = room_ids(plan.rooms.max(1));
+    let mut done = 0;
+    while done < plan.sessions {
+        let n = (plan.sessions - done).min(5000);
+        let mut chunk = Vec::with_capacity(n);
+        for i in done..done + n {
+            let n_events = if i < plan.event_sessions { plan.events_per_session } else { 0 };
+            let made = make_session(&peers[i % peers.len()], &rooms[i % rooms.len()], origin_for(i), n_events, i).await?;
+            serde_json::to_writer(&mut keys_out, &expected_key(&made.inbound).await)?;
+            keys_out.write_all(b"\n")?;
+            events.extend(made.events);
+            chunk.push(made.inbound);
+        }
+        save(&store, None, chunk).await?;
+        done += n;
+    }
+    keys_out.flush()?;
+    drop(keys_out);
+    drop(store);
+
+    let mut h = header(case, plan.passphrase, 5);
+    h["identity_keys"] = json!({"curve25519": identity.curve25519.to_base64(), "ed25519": identity.ed25519.to_base64()});
+    h["events"] = Value::Array(events);
+    write_expected(dir, h, &keys_path)
+}
+
+/// bot-sdk 0.6.5 → 0.6.6: sessions written without a passphrase, then the store reopened with `""`
+/// (which creates the store cipher) and more sessions added: plaintext and encrypted values mixed.
+async fn mixed_upgrade(case: &str, dir: &Path) -> Result<()> {
+    let store_dir = dir.join("store");
+    let peers = peers();
+    let rooms = room_ids(2);
+    let keys_path = dir.join(".keys.jsonl");
+    let mut keys_out = std::io::BufWriter::new(std::fs::File::create(&keys_path)?);
+    let mut events = Vec::new();
+    let bot = bot_account();
+    let identity = bot.identity_keys();
+    let mut bot = Some(bot);
+    for (phase, passphrase, range) in [(0, None, 0..8), (1, Some(""), 8..12)] {
+        let store = open_store(&store_dir, passphrase)?;
+        let mut chunk = Vec::new();
+        for i in range {
+            let made = make_session(&peers[i % 3], &rooms[i % 2], origin_for(i), 1, i).await?;
+            serde_json::to_writer(&mut keys_out, &expected_key(&made.inbound).await)?;
+            keys_out.write_all(b"\n")?;
+            events.extend(made.events);
+            chunk.push(made.inbound);
+        }
+        save(&store, if phase == 0 { bot.take() } else { None }, chunk).await?;
+    }
+    keys_out.flush()?;
+    drop(keys_out);
+    let mut h = header(case, Some(""), 5);
+    h["identity_keys"] = json!({"curve25519": identity.curve25519.to_base64(), "ed25519": identity.ed25519.to_base64()});
+    h["events"] = Value::Array(events);
+    write_expected(dir, h, &keys_path)
+}
+
+async fn damaged(case: &str, dir: &Path, passphrase: Option<&'static str>) -> Result<()> {
+    standard(case, dir, Plan { passphrase, sessions: 30, rooms: 3, events_per_session: 1, event_sessions: usize::MAX }).await?;
+    let damaged = damage::damage_entries(&dir.join("store").join("matrix-sdk-crypto"), passphrase)?;
+    let expected_path = dir.join("expected.json");
+    let mut expected: Value = serde_json::from_slice(&std::fs::read(&expected_path)?)?;
+    let gone: std::collections::HashSet<String> = damaged.iter().map(|d| d["session_id"].as_str().unwrap().to_owned()).collect();
+    let keys = expected["keys"].as_array_mut().unwrap();
+    keys.retain(|k| !gone.contains(k["session_id"].as_str().unwrap()));
+    let events = expected["events"].as_array_mut().unwrap();
+    events.retain(|e| !gone.contains(e["session_id"].as_str().unwrap()));
+    expected["damaged"] = Value::Array(damaged);
+    std::fs::write(&expected_path, serde_json::to_vec_pretty(&expected)?)?;
+    Ok(())
+}
+
+/// expected.json: the header, then the keys array streamed from the JSON-lines file.
+fn write_expected(dir: &Path, header: Value, keys_jsonl: &Path) -> Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("expected.json"))?);
+    let head = serde_json::to_string_pretty(&header)?;
+    out.write_all(head[..head.len() - 2].as_bytes())?; // drop the closing "\n}"
+    out.write_all(b",\n  \"keys\": [\n")?;
+    let text = std::fs::read_to_string(keys_jsonl)?;
+    for (i, line) in text.lines().enumerate() {
+        if i > 0 {
+            out.write_all(b",\n")?;
+        }
+        out.write_all(b"    ")?;
+        out.write_all(line.as_bytes())?;
+    }
+    out.write_all(b"\n  ]\n}\n")?;
+    out.flush()?;
+    std::fs::remove_file(keys_jsonl)?;
+    Ok(())
+}
+
+/// bot-sdk 0.6.6–0.7.1 (crypto-nodejs beta.6, DB version 7, MessagePack store cipher). The sessions
+/// and their pickles come from the genuine 0.6 crates here; the store itself is laid out by the
+/// v7-cipher program on the genuine matrix-sdk-store-encryption 0.7 (which exports MessagePack).
+async fn msgpack_cipher(case: &str, dir: &Path) -> Result<()> {
+    let peers = peers();
+    let rooms = room_ids(2);
+    let bot = bot_account();
+    let identity = bot.identity_keys();
+    std::fs::write(dir.join("account.json"), serde_json::to_vec(&bot.pickle().await)?)?;
+    let keys_path = dir.join(".keys.jsonl");
+    let mut keys_out = std::io::BufWriter::new(std::fs::File::create(&keys_path)?);
+    let mut pickles = std::io::BufWriter::new(std::fs::File::create(dir.join("pickles.jsonl"))?);
+    let mut events = Vec::new();
+    for i in 0..10 {
+        let made = make_session(&peers[i % 3], &rooms[i % 2], origin_for(i), 1, i).await?;
+        serde_json::to_writer(&mut keys_out, &expected_key(&made.inbound).await)?;
+        keys_out.write_all(b"\n")?;
+        serde_json::to_writer(&mut pickles, &made.inbound.pickle().await)?;
+        pickles.write_all(b"\n")?;
+        events.extend(made.events);
+    }
+    keys_out.flush()?;
+    pickles.flush()?;
+    drop((keys_out, pickles));
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("v7-cipher").join("Cargo.toml");
+    let status = std::process::Command::new("cargo")
+        .args(["run", "--release", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--")
+        .arg(dir)
+        .status()?;
+    if !status.success() {
+        bail!("the v7-cipher writer failed");
+    }
+    let mut h = header(case, Some(""), 7);
+    h["cipher_format"] = json!("msgpack");
+    h["identity_keys"] = json!({"curve25519": identity.curve25519.to_base64(), "ed25519": identity.ed25519.to_base64()});
+    h["events"] = Value::Array(events);
+    write_expected(dir, h, &keys_path)
+}
