@@ -48,6 +48,7 @@ export const MIGRATION_FILES = {
   publicKey: 'backup-public-key.txt',
   state: 'migration-state.json',
   extractedKeys: 'extracted-keys.json',
+  megolmExport: 'element-keys.txt',
   failedSessions: 'failed-sessions.json',
 } as const;
 

@@ -29,3 +29,23 @@ for (const name of ['plain', 'empty-passphrase', 'mixed-upgrade', 'msgpack-ciphe
     t.is(after.ok, f.expected.events.length);
   });
 }
+
+test('extract --format megolm-export writes a file OlmMachine.decryptExportedRoomKeys reads', async (t) => {
+  const f = committedFixture('empty-passphrase');
+  const mig = await fs.mkdtemp(path.join(os.tmpdir(), 'export-'));
+  t.teardown(() => fs.rm(mig, { recursive: true, force: true }));
+  const passFile = path.join(mig, 'pass.txt');
+  await fs.writeFile(passFile, 'export passphrase\n');
+  const r = await runCli(['extract', '--format', 'megolm-export', '--export-passphrase-file', passFile], { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig });
+  t.is(r.code, 0, r.stderr);
+  const text = await fs.readFile(path.join(mig, 'element-keys.txt'), 'utf8');
+  t.true(text.startsWith('-----BEGIN MEGOLM SESSION DATA-----'));
+  const { sdk } = await import('./helpers/oracle.js');
+  await newMachine();
+  const json = sdk.OlmMachine.decryptExportedRoomKeys(text, 'export passphrase');
+  const machine = await newMachine();
+  await machine.importExportedRoomKeys(json, () => undefined);
+  const after = await decryptEvents(machine, f.expected.events);
+  t.is(after.ok, f.expected.events.length);
+  t.throws(() => sdk.OlmMachine.decryptExportedRoomKeys(text, 'wrong'));
+});

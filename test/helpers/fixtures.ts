@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { FIXTURES, ROOT } from './paths.js';
@@ -75,13 +75,20 @@ export function generatedFixture(kase: string, sessions: number, rooms = 5): Fix
   const out = path.join(ROOT, '.cache', 'fixtures');
   const dir = path.join(out, name);
   if (!existsSync(path.join(dir, 'expected.json'))) {
+    // test files run in parallel processes: each writes its own temporary folder, the first rename wins
+    const tmp = path.join(out, `.${name}.tmp-${process.pid}`);
     const r = spawnSync(
       'cargo',
-      ['run', '--release', '--quiet', '--manifest-path', path.join(ROOT, 'crates', 'fixture-writer', 'Cargo.toml'), '--', path.join(out, `.${name}.tmp`), '--case', kase, '--sessions', String(sessions), '--rooms', String(rooms)],
+      ['run', '--release', '--quiet', '--manifest-path', path.join(ROOT, 'crates', 'fixture-writer', 'Cargo.toml'), '--', tmp, '--case', kase, '--sessions', String(sessions), '--rooms', String(rooms)],
       { stdio: ['ignore', 'inherit', 'inherit'] },
     );
     if (r.status !== 0) throw new Error(`fixture writer failed (${r.status})`);
-    cpSync(path.join(out, `.${name}.tmp`, kase), dir, { recursive: true });
+    try {
+      renameSync(path.join(tmp, kase), dir);
+    } catch {
+      /* another process got there first */
+    }
+    rmSync(tmp, { recursive: true, force: true });
   }
   return loadFixture(dir);
 }

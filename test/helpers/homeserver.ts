@@ -1,0 +1,31 @@
+/** One real Synapse per test file (started in `before`, stopped in `after`); a fresh user per test. */
+import type { TestFn } from 'ava';
+import { LocalSynapse, type RegisteredUser } from '../../src/devtools/local-synapse.js';
+
+export interface WithSynapse {
+  synapse: LocalSynapse;
+}
+
+export function useSynapse<T extends WithSynapse>(test: TestFn<T>): void {
+  test.before(async (t) => {
+    t.context.synapse = await LocalSynapse.start();
+  });
+  test.after.always(async (t) => {
+    await t.context.synapse?.stop();
+  });
+}
+
+let counter = 0;
+export function freshUser(synapse: LocalSynapse): Promise<RegisteredUser> {
+  counter++;
+  return synapse.registerUser(`bot${process.pid}x${counter}`);
+}
+
+export async function api<T = Record<string, unknown>>(synapse: LocalSynapse, token: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
+  const r = await fetch(`${synapse.baseUrl}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: r.status, json: (await r.json()) as T };
+}

@@ -1,0 +1,194 @@
+/**
+ * The migration against a real Synapse: after `all`, matrix-rust-sdk's own crypto (wasm), given
+ * only recovery-key.txt, decrypts every backed-up entry, imports it and decrypts the genuine
+ * recorded events. Then the hard cases: resume after SIGKILL, a replaced version, secrets.
+ */
+import anyTest, { type TestFn } from 'ava';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { runCli, type CliResult } from './helpers/cli.js';
+import { committedFixture, generatedFixture, keyIdentity, treeHashes, type Fixture } from './helpers/fixtures.js';
+import { api, freshUser, useSynapse, type WithSynapse } from './helpers/homeserver.js';
+import { decryptBackup, decryptEvents, importBackedUp, newMachine, recoveryKeyToBase64, type ServerBackup } from './helpers/oracle.js';
+
+const test = anyTest as TestFn<WithSynapse>;
+useSynapse(test);
+
+async function tempDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'mig-'));
+  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function envFor(f: Fixture, baseUrl: string, token: string, mig: string): Record<string, string> {
+  return { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig, HOMESERVER_URL: baseUrl, ACCESS_TOKEN: token, STORE_PASSPHRASE: f.expected.passphrase ?? '' };
+}
+
+function recoveryKeys(text: string): { base58: string; base64: string } {
+  return { base58: /^recovery_key: (.+)$/m.exec(text)![1]!, base64: /^recovery_key_base64: (.+)$/m.exec(text)![1]! };
+}
+
+test('all: the backup holds every key, and the wasm OlmMachine restores history from recovery-key.txt alone', async (t) => {
+  const { synapse } = t.context;
+  const f = committedFixture('empty-passphrase');
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  const before = treeHashes(f.store);
+  const r = await runCli(['all'], envFor(f, synapse.baseUrl, user.accessToken, mig));
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, new RegExp(`Keys in backup: ${f.expected.keys.length}\\n`));
+  t.regex(r.stdout, new RegExp(`Keys extracted: ${f.expected.keys.length}\\n`));
+  t.regex(r.stdout, /Status: COMPLETE/);
+
+  for (const file of ['recovery-key.txt', 'backup-private-key.bin']) t.is((await fs.stat(path.join(mig, file))).mode & 0o777, 0o600, file);
+  t.is((await fs.stat(mig)).mode & 0o777, 0o700);
+  const keys = recoveryKeys(await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8'));
+  t.regex(keys.base58, /^Es[1-9A-HJ-NP-Za-km-z]{2}( [1-9A-HJ-NP-Za-km-z]{4}){11}$/);
+  t.is(recoveryKeyToBase64(keys.base58), keys.base64, 'both forms are the same key');
+
+  const version = await api<{ version: string; count: number; auth_data: { public_key: string } }>(synapse, user.accessToken, 'GET', '/_matrix/client/v3/room_keys/version');
+  t.is(version.json.count, f.expected.keys.length);
+  t.is(version.json.auth_data.public_key.length, 43);
+  const backup = await api<ServerBackup>(synapse, user.accessToken, 'GET', `/_matrix/client/v3/room_keys/keys?version=${version.json.version}`);
+
+  for (const form of [recoveryKeyToBase64(keys.base58), keys.base64]) {
+    const decrypted = await decryptBackup(form, backup.json);
+    const restored = [...decrypted].flatMap(([roomId, sessions]) => [...sessions].map(([sessionId, k]) => keyIdentity({ ...(k as never), room_id: roomId, session_id: sessionId })));
+    t.deepEqual(restored.sort(), f.expected.keys.map(keyIdentity).sort());
+    const machine = await newMachine();
+    const imported = await importBackedUp(machine, decrypted, version.json.version);
+    t.is(imported.importedCount, f.expected.keys.length);
+    const events = await decryptEvents(machine, f.expected.events);
+    t.deepEqual(events.failures, []);
+    t.is(events.ok, f.expected.events.length);
+  }
+  for (const [roomId, room] of Object.entries(backup.json.rooms)) {
+    for (const [sessionId, entry] of Object.entries(room.sessions)) {
+      const exp = f.expected.keys.find((k) => k.session_id === sessionId && k.room_id === roomId)!;
+      t.is(entry.first_message_index, exp.first_message_index);
+      t.is(entry.forwarded_count, exp.imported ? 1 : 0);
+      t.false(entry.is_verified);
+    }
+  }
+  t.deepEqual(treeHashes(f.store), before, 'the source store is unchanged');
+
+  const rerun = await runCli(['all'], envFor(f, synapse.baseUrl, user.accessToken, mig));
+  t.is(rerun.code, 0, rerun.stderr);
+  t.regex(rerun.stdout, /backup version \S+ reused/);
+  t.regex(rerun.stderr, /already completed/);
+});
+
+test('damaged store: --skip-errors uploads every readable key and lists the rest; strict mode stops with exit 6', async (t) => {
+  const { synapse } = t.context;
+  const f = committedFixture('damaged');
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  const strict = await runCli(['all'], envFor(f, synapse.baseUrl, user.accessToken, mig));
+  t.is(strict.code, 6);
+  t.regex(strict.stderr, /--skip-errors/);
+  const r = await runCli(['all', '--skip-errors'], envFor(f, synapse.baseUrl, user.accessToken, mig));
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, new RegExp(`Keys in backup: ${f.expected.keys.length}\\n`));
+  const failed = JSON.parse(await fs.readFile(path.join(mig, 'failed-sessions.json'), 'utf8')) as { failed: { key_hex: string }[] };
+  t.deepEqual(failed.failed.map((d) => d.key_hex).sort(), f.expected.damaged.map((d) => d.sled_key_hex).sort());
+});
+
+async function uploadUntilKilled(f: Fixture, env: Record<string, string>): Promise<CliResult> {
+  return runCli(['upload', '--body-limit', '16384', '--in-flight', '1'], env, { killWhen: (stderr) => /uploading: 1,\d{3}/.test(stderr) });
+}
+
+test('SIGKILL mid-upload: the rerun resumes from the recorded position and ends complete', async (t) => {
+  const { synapse } = t.context;
+  const f = generatedFixture('many', 3000, 5);
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
+  t.is((await runCli(['enable'], env)).code, 0);
+  const killed = await uploadUntilKilled(f, env);
+  t.is(killed.signal, 'SIGKILL');
+  const state = JSON.parse(await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8')) as { upload: { sessions_acknowledged: number; completed: boolean; resume_after: string } };
+  t.false(state.upload.completed);
+  t.true(state.upload.sessions_acknowledged > 0 && state.upload.sessions_acknowledged < 3000);
+  const resumed = await runCli(['upload', '--body-limit', '16384'], env);
+  t.is(resumed.code, 0, resumed.stderr);
+  t.regex(resumed.stdout, /\(resumed\)/);
+  const sent = Number(/uploaded (\d+) keys/.exec(resumed.stdout)![1]);
+  t.true(sent < 3000, `the rerun sent ${sent} keys, fewer than all 3000`);
+  t.true(sent + state.upload.sessions_acknowledged >= 3000);
+  const verify = await runCli(['verify'], env);
+  t.is(verify.code, 0, verify.stdout + verify.stderr);
+  t.regex(verify.stdout, /Keys in backup: 3000\n/);
+  t.regex(verify.stdout, /Status: COMPLETE/);
+  const leftovers = (await fs.readdir(mig)).filter((n) => n.startsWith('.'));
+  t.deepEqual(leftovers, [], 'no temporary files or working copies left behind');
+});
+
+test('the backup version replaced mid-upload: stop at once with the wrong-version message, state intact', async (t) => {
+  const { synapse } = t.context;
+  const f = generatedFixture('many', 3000, 5);
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
+  t.is((await runCli(['enable'], env)).code, 0);
+  const ours = JSON.parse(await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8')) as { backup: { version: string } };
+  let replaced = false;
+  const r = await runCli(['upload', '--body-limit', '16384', '--in-flight', '1'], env, {
+    killWhen: (stderr) => {
+      if (!replaced && /uploading: 1,\d{3}/.test(stderr)) {
+        replaced = true;
+        // another client makes a new version current
+        void api(synapse, user.accessToken, 'POST', '/_matrix/client/v3/room_keys/version', { algorithm: 'm.megolm_backup.v1.curve25519-aes-sha2', auth_data: { public_key: 'hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo' } });
+      }
+      return false;
+    },
+  });
+  t.true(replaced);
+  t.is(r.code, 10, r.stderr);
+  t.regex(r.stderr, /no longer the current one/);
+  const state = JSON.parse(await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8')) as { backup: { version: string }; upload: { version: string; completed: boolean } };
+  t.is(state.backup.version, ours.backup.version);
+  t.is(state.upload.version, ours.backup.version);
+  t.false(state.upload.completed);
+});
+
+test('an existing backup with another key: refused (exit 10) unless FORCE_NEW_BACKUP=1', async (t) => {
+  const { synapse } = t.context;
+  const f = committedFixture('plain');
+  const user = await freshUser(synapse);
+  await api(synapse, user.accessToken, 'POST', '/_matrix/client/v3/room_keys/version', { algorithm: 'm.megolm_backup.v1.curve25519-aes-sha2', auth_data: { public_key: 'hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo' } });
+  const mig = await tempDir(t);
+  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
+  const refused = await runCli(['enable'], env);
+  t.is(refused.code, 10);
+  t.regex(refused.stderr, /already has backup version .*FORCE_NEW_BACKUP=1/);
+  t.deepEqual(await fs.readdir(mig), [], 'no key files for a backup that was not created');
+  const forced = await runCli(['all'], { ...env, FORCE_NEW_BACKUP: '1' });
+  t.is(forced.code, 0, forced.stderr);
+  t.regex(forced.stdout, /Status: COMPLETE/);
+});
+
+test('secrets never reach stdout, stderr or the state file', async (t) => {
+  const { synapse } = t.context;
+  const f = committedFixture('plain');
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
+  const runs = [await runCli(['all', '--verbose'], env), await runCli(['verify', '--verbose'], env), await runCli(['upload', '--restart', '--verbose'], env)];
+  for (const r of runs) t.is(r.code, 0, r.stderr);
+  const keys = recoveryKeys(await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8'));
+  const privateKey = await fs.readFile(path.join(mig, 'backup-private-key.bin'));
+  const secrets = [
+    keys.base58,
+    keys.base58.replace(/ /g, ''),
+    keys.base64,
+    privateKey.toString('hex'),
+    privateKey.toString('base64'),
+    user.accessToken,
+    ...f.expected.keys.map((k) => k.session_key.replace(/=+$/, '')),
+  ];
+  const outputs = [...runs.flatMap((r) => [r.stdout, r.stderr]), await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8'), await fs.readFile(path.join(mig, 'backup-public-key.txt'), 'utf8')];
+  for (const secret of secrets) {
+    for (const text of outputs) t.false(text.includes(secret), `a secret (${secret.slice(0, 6)}…) leaked`);
+  }
+});
