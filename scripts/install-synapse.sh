@@ -7,7 +7,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${SYNAPSE_VENV:-$ROOT/.cache/synapse-venv}"
 PY="${PYTHON:-python3}"
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import synapse, sys; sys.exit(0 if synapse.__version__ == '$SYNAPSE_VERSION' else 1)" 2>/dev/null; then
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('matrix-synapse') == '$SYNAPSE_VERSION' else 1)" 2>/dev/null; then
   exit 0
 fi
 echo "installing matrix-synapse $SYNAPSE_VERSION into $VENV (once; cached afterwards)" >&2
@@ -17,4 +17,4 @@ rm -rf "$VENV.tmp"
 rm -rf "$VENV"
 mv "$VENV.tmp" "$VENV"
 # venv scripts carry absolute shebangs to the .tmp path: run everything as "$VENV/bin/python -m ..."
-"$VENV/bin/python" -c "import synapse; print('synapse', synapse.__version__)" >&2
+"$VENV/bin/python" -c "import importlib.metadata as m; print('matrix-synapse', m.version('matrix-synapse'))" >&2
