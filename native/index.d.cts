@@ -61,22 +61,7 @@ export declare function decryptBackupDigests(privateKey: Buffer, entries: Array<
 
 export declare function decryptMegolmExport(text: string, passphrase: string): Buffer
 
-/** For `upload --from`: keys that already exist as JSON (an extract file, a megolm export). */
-export declare function encryptExportedKeys(publicKey: string, keys: Array<ExportedRoomKey>): Array<BackupEntry>
-
 export declare function encryptMegolmExport(plaintext: Buffer, passphrase: string, rounds: number): string
-
-export interface ExportedRoomKey {
-  algorithm: string
-  roomId: string
-  senderKey: string
-  sessionId: string
-  sessionKey: string
-  senderClaimedKeys: Record<string, string>
-  forwardingCurve25519KeyChain: Array<string>
-  firstMessageIndex: number
-  imported: boolean
-}
 
 /** A fresh backup key from the OS CSPRNG. */
 export declare function generateBackupKey(): BackupKey
@@ -87,6 +72,23 @@ export interface KeyDigest {
   /** SHA-256 over the exported key's fields: equal digests mean equal keys. */
   digest: string
 }
+
+export interface KeyFileStreamOptions {
+  /** `extracted-keys.json`, a bare JSON array of exported keys, or an Element key export. */
+  path: string
+  /** For an Element key export. */
+  exportPassphrase?: string
+  /** `backup` or `digest`; see `StreamOptions`. */
+  mode: string
+  backupPublicKey?: string
+  batchSize?: number
+  readAhead?: number
+  /** Resume after this element index, as recorded in migration-state.json. */
+  startAfter?: string
+}
+
+/** `upload --from FILE`: the same stream, fed from a key file instead of the Sled store. */
+export declare function openKeyFileStream(options: KeyFileStreamOptions): Promise<SessionStream>
 
 /** Opens the store (lock, working copy, cipher) off the main thread and starts the reader. */
 export declare function openSessionStream(options: StreamOptions): Promise<SessionStream>
@@ -99,13 +101,22 @@ export interface ServerDigest {
 }
 
 export interface SessionBatch {
-  exported: Array<ExportedRoomKey>
+  /**
+   * `exported` mode: the batch's keys as JSON array elements (`{..},\n{..}`), so that plaintext
+   * session keys stay in a buffer JavaScript can wipe instead of becoming strings it cannot.
+   */
+  exportedJson?: Buffer
+  /** `exported` mode: the room of each key in `exported_json`, in order (for per-room counts). */
+  exportedRooms: Array<string>
   backup: Array<BackupEntry>
   digests: Array<KeyDigest>
   damaged: Array<DamagedRecord>
   /** Entries visited so far in this run, damaged ones included. */
   position: number
-  /** The Sled key (hex) of the last entry of this batch: resuming after it skips this batch. */
+  /**
+   * Where this batch ends (a Sled key in hex, or an element index in a key file): resuming
+   * after it skips this batch.
+   */
   resumeAfter: string
 }
 
@@ -144,6 +155,7 @@ export interface StreamOptions {
   readAhead?: number
   /** Resume after this Sled key (hex), as recorded in migration-state.json. */
   startAfter?: string
-  reopenEvery?: number
+  /** Bytes read between Sled reopens (memory against reopen cost; default 4 MiB). */
+  reopenAfterBytes?: number
   cacheCapacity?: number
 }

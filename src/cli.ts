@@ -1,7 +1,12 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 /**
  * The clipanion entry: registers the commands and turns every error into one line and an exit
  * code (the table is in errors.ts).
+ *
+ * The shebang's --max-semi-space-size=1: batches arrive as short-lived buffers owned by native
+ * code, which V8 frees only when a young-generation GC runs; its default 16 MB semi-spaces let
+ * tens of MB of them pile up on a long run (docs/benchmarks.md has the measurements). It cannot be
+ * set once V8 runs, so `node lib/cli.js` works too, only with a higher peak.
  */
 import { Builtins, Cli } from 'clipanion';
 import { createRequire } from 'node:module';

@@ -98,6 +98,57 @@ async function uploadUntilKilled(f: Fixture, env: Record<string, string>): Promi
   return runCli(['upload', '--body-limit', '16384', '--in-flight', '1'], env, { killWhen: (stderr) => /uploading: 1,\d{3}/.test(stderr) });
 }
 
+async function serverKeys(synapse: WithSynapse['synapse'], token: string, recoveryKeyText: string): Promise<string[]> {
+  const version = await api<{ version: string }>(synapse, token, 'GET', '/_matrix/client/v3/room_keys/version');
+  const backup = await api<ServerBackup>(synapse, token, 'GET', `/_matrix/client/v3/room_keys/keys?version=${version.json.version}`);
+  const decrypted = await decryptBackup(recoveryKeys(recoveryKeyText).base64, backup.json);
+  return [...decrypted].flatMap(([roomId, sessions]) => [...sessions].map(([sessionId, k]) => keyIdentity({ ...(k as never), room_id: roomId, session_id: sessionId }))).sort();
+}
+
+test('upload --from extracted-keys.json and --from an Element export: exactly the store\'s keys; a tampered entry is caught', async (t) => {
+  const { synapse } = t.context;
+  const f = committedFixture('plain');
+  const expected = f.expected.keys.map(keyIdentity).sort();
+  const mig = await tempDir(t);
+  const env = { ...envFor(f, synapse.baseUrl, '', mig), EXPORT_PASSPHRASE: 'carry me safely' };
+  t.is((await runCli(['extract'], env)).code, 0);
+  t.is((await runCli(['extract', '--format', 'megolm-export'], env)).code, 0);
+  const extracted = path.join(mig, 'extracted-keys.json');
+
+  for (const [file, extra] of [[extracted, {}], [path.join(mig, 'element-keys.txt'), { EXPORT_PASSPHRASE: 'carry me safely' }]] as const) {
+    const user = await freshUser(synapse);
+    const dir = await tempDir(t);
+    const e = { ...envFor(f, synapse.baseUrl, user.accessToken, dir), ...extra };
+    t.is((await runCli(['enable'], e)).code, 0);
+    const r = await runCli(['upload', '--from', file], e);
+    t.is(r.code, 0, r.stderr);
+    t.regex(r.stdout, new RegExp(`uploaded ${expected.length} keys`));
+    t.deepEqual(await serverKeys(synapse, user.accessToken, await fs.readFile(path.join(dir, 'recovery-key.txt'), 'utf8')), expected, file);
+  }
+
+  const user = await freshUser(synapse);
+  const dir = await tempDir(t);
+  const e = envFor(f, synapse.baseUrl, user.accessToken, dir);
+  t.is((await runCli(['enable'], e)).code, 0);
+  const wrong = await runCli(['upload', '--from', path.join(mig, 'element-keys.txt')], { ...e, EXPORT_PASSPHRASE: 'not it' });
+  t.is(wrong.code, 5, wrong.stderr);
+  t.regex(wrong.stderr, /passphrase/);
+
+  // A session ID that is not the one its session key carries would file the key where no bot finds it.
+  const doc = JSON.parse(await fs.readFile(extracted, 'utf8')) as { keys: { session_id: string }[] };
+  doc.keys[1]!.session_id = doc.keys[0]!.session_id;
+  const tampered = path.join(dir, 'tampered.json');
+  await fs.writeFile(tampered, JSON.stringify(doc));
+  const strict = await runCli(['upload', '--from', tampered], e);
+  t.is(strict.code, 6, strict.stderr);
+  t.regex(strict.stderr, /key 1 of the file is damaged: invalid_key/);
+  const skipping = await runCli(['upload', '--from', tampered, '--skip-errors'], e);
+  t.is(skipping.code, 0, skipping.stderr);
+  t.regex(skipping.stdout, new RegExp(`uploaded ${expected.length - 1} keys .* 1 damaged`));
+  const notKeys = await runCli(['upload', '--from', path.join(dir, 'recovery-key.txt')], e);
+  t.is(notKeys.code, 3, notKeys.stderr);
+});
+
 test('SIGKILL mid-upload: the rerun resumes from the recorded position and ends complete', async (t) => {
   const { synapse } = t.context;
   const f = generatedFixture('many', 3000, 5);

@@ -1,13 +1,11 @@
 import path from 'node:path';
-import { promises as fs } from 'node:fs';
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
-import { ToolError } from '../errors.js';
-import { askHidden } from '../terminal.js';
 import { MIGRATION_FILES } from '../config.js';
 import { extractKeys } from '../pipeline/extract.js';
 import { ensurePrivateDir } from '../migration/atomic-file.js';
 import { BaseCommand } from './base.js';
+import { exportPassphrase, exportPassphraseFileOption } from './export-passphrase.js';
 
 export class ExtractCommand extends BaseCommand {
   static override paths = [['extract']];
@@ -20,20 +18,20 @@ export class ExtractCommand extends BaseCommand {
   skipErrors = Option.Boolean('--skip-errors', false, { description: 'Carry on past damaged entries and list them' });
   failedOutput = Option.String('--failed-output', { description: 'Where damaged entries are listed (default: MIGRATION_DIR/failed-sessions.json)' });
   format = Option.String('--format', 'json', { validator: t.isEnum(['json', 'megolm-export'] as const), description: 'json (extracted-keys.json) or megolm-export (Element\'s encrypted "MEGOLM SESSION DATA" file)' });
-  exportPassphraseFile = Option.String('--export-passphrase-file', { description: 'File holding the megolm-export passphrase (else EXPORT_PASSPHRASE, else a prompt)' });
+  exportPassphraseFile = exportPassphraseFileOption();
 
   protected async perform(): Promise<number> {
     const loc = this.locations();
     await ensurePrivateDir(loc.migrationDir);
     const megolm = this.format === 'megolm-export';
     const outputPath = path.resolve(this.output ?? path.join(loc.migrationDir, megolm ? MIGRATION_FILES.megolmExport : MIGRATION_FILES.extractedKeys));
-    const exportPassphrase = megolm ? await this.exportPassphrase() : undefined;
+    const passphrase = megolm ? await exportPassphrase(this.exportPassphraseFile, true) : undefined;
     const failedOutputPath = path.resolve(this.failedOutput ?? path.join(loc.migrationDir, MIGRATION_FILES.failedSessions));
     const summary = await extractKeys({
       source: { cryptoStorePath: loc.cryptoStorePath, passphrase: loc.storePassphrase, workDir: loc.workDir },
       outputPath,
       format: this.format,
-      exportPassphrase,
+      exportPassphrase: passphrase,
       skipErrors: this.skipErrors,
       failedOutputPath,
       out: this.out,
@@ -43,17 +41,5 @@ export class ExtractCommand extends BaseCommand {
     this.out.info(megolm ? `wrote ${outputPath} (Element key export, encrypted with your passphrase)` : `wrote ${outputPath} (mode 0600: it holds plaintext room keys)`);
     if (summary.failed > 0) this.out.info(`damaged entries listed in ${failedOutputPath}`);
     return 0;
-  }
-
-  private async exportPassphrase(): Promise<string> {
-    if (this.exportPassphraseFile) return (await fs.readFile(this.exportPassphraseFile, 'utf8')).replace(/\r?\n$/, '');
-    if (process.env.EXPORT_PASSPHRASE) return process.env.EXPORT_PASSPHRASE;
-    const first = await askHidden('Passphrase for the key export: ');
-    if (first === undefined) {
-      throw new ToolError('USAGE', 'a megolm export needs a passphrase', 'pass --export-passphrase-file FILE or set EXPORT_PASSPHRASE, or run on a terminal to be asked');
-    }
-    if ((await askHidden('Repeat it: ')) !== first) throw new ToolError('USAGE', 'the two passphrases differ', 'run the command again');
-    if (!first) throw new ToolError('USAGE', 'an empty passphrase would leave the export unprotected', 'choose a passphrase');
-    return first;
   }
 }

@@ -4,6 +4,11 @@ import type { Output } from '../log.js';
 import type { UploadStepResult } from '../steps/upload.js';
 import { uploadStep } from '../steps/upload.js';
 import { HomeserverCommand } from './homeserver.js';
+import { exportPassphrase, exportPassphraseFileOption } from './export-passphrase.js';
+import { ToolError } from '../errors.js';
+import type { KeyFileSource } from '../store/sessions.js';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
 
 /** Options shared by `upload` and `all`. */
 export const uploadOptions = () => ({
@@ -26,8 +31,12 @@ export class UploadCommand extends HomeserverCommand {
   static override paths = [['upload']];
   static override usage = Command.Usage({
     description: 'Encrypt every room key for the backup and upload it, streaming from the store (resumable)',
-    details: 'Streams from the Sled store: no intermediate file. Progress is recorded in migration-state.json after every acknowledged request; a rerun continues from there.',
+    details:
+      'Streams from the Sled store: no intermediate file. Progress is recorded in migration-state.json after every acknowledged request; a rerun continues from there. With --from FILE the keys come from an extracted-keys.json, a JSON array of exported keys, or an Element key export instead (checked the same way: true session IDs, well-formed keys).',
   });
+
+  from = Option.String('--from', { description: 'Upload the keys of this file instead of the store: extracted-keys.json, a JSON array of keys, or an Element key export' });
+  exportPassphraseFile = exportPassphraseFileOption();
 
   bodyLimit = uploadOptions().bodyLimit;
   inFlight = uploadOptions().inFlight;
@@ -42,8 +51,27 @@ export class UploadCommand extends HomeserverCommand {
       skipErrors: this.skipErrors,
       failedOutput: this.failedOutput,
       restart: this.restart,
+      from: this.from ? await this.keyFile(this.from) : undefined,
     });
     printUpload(this.out, result);
     return 0;
+  }
+
+  private async keyFile(file: string): Promise<KeyFileSource> {
+    const keyFile = path.resolve(file);
+    let head = '';
+    try {
+      const handle = await fs.open(keyFile, 'r');
+      try {
+        const { bytesRead, buffer } = await handle.read(Buffer.alloc(64), 0, 64, 0);
+        head = buffer.subarray(0, bytesRead).toString('latin1');
+      } finally {
+        await handle.close();
+      }
+    } catch (e) {
+      throw new ToolError('KEY_FILE', `cannot read ${keyFile} (${(e as NodeJS.ErrnoException).code ?? e})`, 'check the path given to --from');
+    }
+    const isExport = head.startsWith('-----BEGIN MEGOLM SESSION DATA-----');
+    return { keyFile, exportPassphrase: isExport ? await exportPassphrase(this.exportPassphraseFile, false) : undefined };
   }
 }

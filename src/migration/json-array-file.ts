@@ -31,6 +31,22 @@ export class JsonArrayFile<T> {
     if (this.pendingBytes > 1 << 20) await this.flush();
   }
 
+  /**
+   * Appends `count` elements already serialized natively (`{..},\n{..}`) and wipes the buffer once
+   * written: how plaintext keys reach the file without ever being JavaScript strings.
+   */
+  async pushSerialized(elements: Buffer, count: number): Promise<void> {
+    if (count === 0) return;
+    await this.flush();
+    try {
+      if (this.count > 0) await this.file.write(',\n');
+      await this.file.write(elements);
+      this.count += count;
+    } finally {
+      elements.fill(0);
+    }
+  }
+
   private async flush(): Promise<void> {
     if (this.pending.length === 0) return;
     const chunk = this.pending.join('');

@@ -1,7 +1,7 @@
 /**
  * migration-state.json: what a rerun needs to continue rather than start over. Written atomically
  * after every acknowledged upload request. It holds no secret: the backup version, our public key,
- * the Sled key to resume after, and counts.
+ * the position to resume after, and counts.
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -14,7 +14,9 @@ export interface MigrationState {
   backup?: { version: string; public_key: string; created_at: string };
   upload?: {
     version: string;
-    /** Hex Sled key: every entry up to and including it has been acknowledged by the server. */
+    /** `store`, or the key file given to `upload --from`: the position below belongs to it. */
+    source?: string;
+    /** Every entry up to and including this one is acknowledged: a hex Sled key, or a file's element index. */
     resume_after: string;
     sessions_acknowledged: number;
     damaged: number;

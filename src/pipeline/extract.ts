@@ -3,12 +3,12 @@
  * damaged entry stops the run and nothing is left behind; with skipErrors every readable key is
  * written and the damaged entries are listed.
  */
-import { ToolError } from '../errors.js';
+import { damagedEntryError, damagedJson } from './damaged.js';
 import type { Output } from '../log.js';
 import { writeFileAtomic } from '../migration/atomic-file.js';
 import { JsonArrayFile } from '../migration/json-array-file.js';
 import { call, native } from '../store/native.js';
-import { SessionBatches, type DamagedRecord, type ExportedRoomKey, type StoreSource } from '../store/sessions.js';
+import { SessionBatches, type DamagedRecord, type StoreSource } from '../store/sessions.js';
 
 export interface ExtractOptions {
   source: StoreSource;
@@ -28,28 +28,19 @@ export interface ExtractSummary {
   perRoom: Map<string, number>;
 }
 
-/** The fields of an exported room key, in the order Element's key export uses. */
-export function exportedKeyJson(k: ExportedRoomKey) {
-  return {
-    algorithm: k.algorithm,
-    room_id: k.roomId,
-    sender_key: k.senderKey,
-    session_id: k.sessionId,
-    session_key: k.sessionKey,
-    sender_claimed_keys: k.senderClaimedKeys,
-    forwarding_curve25519_key_chain: k.forwardingCurve25519KeyChain,
-  };
-}
-
-export function damagedJson(d: DamagedRecord) {
-  return { position: d.position, key_hex: d.keyHex, kind: d.kind, message: d.message };
+/** Where natively serialized keys go: extracted-keys.json or an Element export. */
+interface KeysSink {
+  pushSerialized(elements: Buffer, count: number): Promise<void>;
+  commit(trailer: Record<string, unknown>): Promise<void>;
+  abort(): Promise<void>;
 }
 
 export async function extractKeys(opts: ExtractOptions): Promise<ExtractSummary> {
   const { out } = opts;
   const batches = await SessionBatches.open(opts.source, { mode: 'exported' });
   out.verbose(`store: version ${batches.info.storeVersion ?? 'unknown'}, cipher ${batches.info.cipherFormat ?? 'none'}, device ${batches.info.deviceId ?? 'unknown'}`);
-  const keysFile = opts.format === 'json' ? await JsonArrayFile.create<unknown>(opts.outputPath, { version: 1 }, 'keys') : new MegolmExportFile(opts.outputPath, opts.exportPassphrase ?? '');
+  const keysFile: KeysSink =
+    opts.format === 'json' ? await JsonArrayFile.create<unknown>(opts.outputPath, { version: 1 }, 'keys') : new MegolmExportFile(opts.outputPath, opts.exportPassphrase ?? '');
   let failedFile: JsonArrayFile<unknown> | undefined;
   const summary: ExtractSummary = { succeeded: 0, failed: 0, total: 0, perRoom: new Map() };
   const progress = out.progress('extracting');
@@ -57,22 +48,16 @@ export async function extractKeys(opts: ExtractOptions): Promise<ExtractSummary>
     for await (const batch of batches) {
       for (const damaged of batch.damaged) {
         if (!opts.skipErrors) {
-          throw new ToolError(
-            'DAMAGED_ENTRIES',
-            `entry ${damaged.position} (Sled key ${damaged.keyHex.slice(0, 24)}…) is damaged: ${damaged.kind}: ${damaged.message}`,
-            `rerun with --skip-errors to export every readable key and list the damaged ones in ${opts.failedOutputPath}`,
-          );
+          throw damagedEntryError(damaged, `rerun with --skip-errors to export every readable key and list the damaged ones in ${opts.failedOutputPath}`);
         }
         failedFile ??= await JsonArrayFile.create<unknown>(opts.failedOutputPath, { version: 1 }, 'failed');
         await failedFile.push(damagedJson(damaged));
         summary.failed++;
         out.verbose(`damaged entry ${damaged.position}: ${damaged.kind}: ${damaged.message}`);
       }
-      for (const key of batch.exported) {
-        await keysFile.push(exportedKeyJson(key));
-        summary.succeeded++;
-        summary.perRoom.set(key.roomId, (summary.perRoom.get(key.roomId) ?? 0) + 1);
-      }
+      if (batch.exportedJson) await keysFile.pushSerialized(batch.exportedJson, batch.exportedRooms.length);
+      for (const room of batch.exportedRooms) summary.perRoom.set(room, (summary.perRoom.get(room) ?? 0) + 1);
+      summary.succeeded += batch.exportedRooms.length;
       summary.total = summary.succeeded + summary.failed;
       progress.update(summary.total);
     }
@@ -96,7 +81,7 @@ export async function extractKeys(opts: ExtractOptions): Promise<ExtractSummary>
  */
 export const EXPORT_ROUNDS = 500_000;
 
-class MegolmExportFile {
+class MegolmExportFile implements KeysSink {
   private chunks: Buffer[] = [];
 
   constructor(
@@ -104,8 +89,9 @@ class MegolmExportFile {
     private readonly passphrase: string,
   ) {}
 
-  async push(item: unknown): Promise<void> {
-    this.chunks.push(Buffer.from((this.chunks.length ? ',' : '[') + JSON.stringify(item)));
+  async pushSerialized(elements: Buffer, count: number): Promise<void> {
+    if (count === 0) return;
+    this.chunks.push(Buffer.from(this.chunks.length ? ',' : '['), elements);
   }
 
   async commit(): Promise<void> {

@@ -12,13 +12,14 @@ import { ToolError } from '../errors.js';
 import type { Output } from '../log.js';
 import type { MatrixClient } from '../matrix/client.js';
 import { BodyTooLarge, putRoomKeys } from '../matrix/key-backup.js';
-import { SessionBatches, type BackupEntry, type DamagedRecord, type StoreSource } from '../store/sessions.js';
+import { SessionBatches, type BackupEntry, type DamagedRecord, type KeySource } from '../store/sessions.js';
+import { damagedEntryError } from './damaged.js';
 
 export interface UploadOptions {
   client: MatrixClient;
   version: string;
   publicKey: string;
-  source: StoreSource;
+  source: KeySource;
   startAfter?: string;
   /** Request body limit in bytes (default 1 MB: what reverse proxies commonly allow). */
   bodyLimit: number;
@@ -160,11 +161,7 @@ export async function uploadKeys(opts: UploadOptions): Promise<UploadSummary> {
       if (failure) throw failure;
       for (const d of batch.damaged) {
         if (!opts.skipErrors) {
-          throw new ToolError(
-            'DAMAGED_ENTRIES',
-            `entry ${d.position} (Sled key ${d.keyHex.slice(0, 24)}…) is damaged: ${d.kind}: ${d.message}`,
-            'rerun with --skip-errors to upload every readable key and list the damaged ones (--failed-output)',
-          );
+          throw damagedEntryError(d, 'rerun with --skip-errors to upload every readable key and list the damaged ones (--failed-output)');
         }
         summary.damaged++;
         await opts.onDamaged?.(d);

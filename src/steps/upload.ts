@@ -8,8 +8,9 @@ import { ToolError } from '../errors.js';
 import { currentBackup } from '../matrix/key-backup.js';
 import { JsonArrayFile } from '../migration/json-array-file.js';
 import { readKeyFiles } from '../migration/key-files.js';
-import { damagedJson } from '../pipeline/extract.js';
+import { damagedJson } from '../pipeline/damaged.js';
 import { uploadKeys, type UploadSummary } from '../pipeline/upload.js';
+import { describeSource, type KeyFileSource } from '../store/sessions.js';
 import type { StepContext } from './context.js';
 
 export interface UploadStepOptions {
@@ -18,6 +19,8 @@ export interface UploadStepOptions {
   skipErrors: boolean;
   failedOutput?: string;
   restart: boolean;
+  /** Keys from a file instead of the store (`upload --from`). */
+  from?: KeyFileSource;
 }
 
 export interface UploadStepResult extends UploadSummary {
@@ -55,7 +58,10 @@ export async function uploadStep(ctx: StepContext, opts: UploadStepOptions): Pro
   const { out } = ctx;
   const { key, version } = await ourCurrentBackup(ctx);
   const state = await ctx.state.read();
-  const previous = state.upload?.version === version && !opts.restart ? state.upload : undefined;
+  const source = opts.from ?? ctx.source;
+  const sourceName = describeSource(source);
+  // A recorded position means something only for the version and the source it was recorded for.
+  const previous = state.upload?.version === version && (state.upload.source ?? 'store') === sourceName && !opts.restart ? state.upload : undefined;
   if (previous?.completed) {
     out.info(`upload into version ${version} already completed (${previous.sessions_acknowledged} keys); pass --restart to upload again`);
     return { version, resumed: false, alreadyComplete: true, sent: 0, damaged: previous.damaged, requests: 0, serverCount: 0, perRoom: new Map(), finalBodyLimit: opts.bodyLimit };
@@ -70,7 +76,7 @@ export async function uploadStep(ctx: StepContext, opts: UploadStepOptions): Pro
       client: ctx.client,
       version,
       publicKey: key.publicKey,
-      source: ctx.source,
+      source,
       startAfter: previous?.resume_after,
       bodyLimit: opts.bodyLimit,
       inFlight: opts.inFlight,
@@ -81,6 +87,7 @@ export async function uploadStep(ctx: StepContext, opts: UploadStepOptions): Pro
           .update((s) => {
             s.upload = {
               version,
+              source: sourceName,
               resume_after: resumeAfter,
               sessions_acknowledged: base.acknowledged + acknowledged,
               damaged: base.damaged + damaged,
@@ -97,6 +104,7 @@ export async function uploadStep(ctx: StepContext, opts: UploadStepOptions): Pro
     await ctx.state.update((s) => {
       s.upload = {
         version,
+        source: sourceName,
         resume_after: s.upload?.resume_after ?? '',
         sessions_acknowledged: base.acknowledged + summary.sent,
         damaged: base.damaged + summary.damaged,

@@ -9,7 +9,6 @@ import { call, native, type Binding } from './native.js';
 
 export type SessionBatch = Binding.SessionBatch;
 export type StoreInfo = Binding.StoreInfo;
-export type ExportedRoomKey = Binding.ExportedRoomKey;
 export type BackupEntry = Binding.BackupEntry;
 export type DamagedRecord = Binding.DamagedRecord;
 
@@ -17,6 +16,18 @@ export interface StoreSource {
   cryptoStorePath: string;
   passphrase: string;
   workDir: string;
+}
+
+/** Keys that already exist as a file (`upload --from`): extracted-keys.json, a JSON array, an Element export. */
+export interface KeyFileSource {
+  keyFile: string;
+  exportPassphrase?: string;
+}
+
+export type KeySource = StoreSource | KeyFileSource;
+
+export function describeSource(source: KeySource): string {
+  return 'keyFile' in source ? source.keyFile : 'store';
 }
 
 export type StreamMode =
@@ -27,8 +38,10 @@ export type StreamMode =
 export interface StreamTuning {
   batchSize?: number;
   readAhead?: number;
-  /** Hex Sled key to resume after (migration-state.json). */
+  /** Where to resume (migration-state.json): a hex Sled key, or an element index in a key file. */
   startAfter?: string;
+  /** Bytes read between Sled reopens (memory against reopen cost); SLED_REOPEN_AFTER_BYTES overrides. */
+  reopenAfterBytes?: number;
 }
 
 const open = new Set<Binding.SessionStream>();
@@ -36,17 +49,27 @@ const open = new Set<Binding.SessionStream>();
 export class SessionBatches implements AsyncIterable<SessionBatch> {
   private constructor(private readonly stream: Binding.SessionStream) {}
 
-  static async open(source: StoreSource, mode: StreamMode, tuning: StreamTuning = {}): Promise<SessionBatches> {
+  static async open(source: KeySource, mode: StreamMode, tuning: StreamTuning = {}): Promise<SessionBatches> {
+    const backupPublicKey = mode.mode === 'backup' ? mode.backupPublicKey : undefined;
+    if ('keyFile' in source) {
+      if (mode.mode === 'exported') throw new TypeError('a key file is already exported keys');
+      const stream = await call(() =>
+        native().openKeyFileStream({ path: source.keyFile, exportPassphrase: source.exportPassphrase, mode: mode.mode, backupPublicKey, ...tuning }),
+      );
+      open.add(stream);
+      return new SessionBatches(stream);
+    }
     const stream = await call(() =>
       native().openSessionStream({
         cryptoStorePath: source.cryptoStorePath,
         passphrase: source.passphrase,
         workDir: source.workDir,
         mode: mode.mode,
-        backupPublicKey: mode.mode === 'backup' ? mode.backupPublicKey : undefined,
+        backupPublicKey,
         batchSize: tuning.batchSize,
         readAhead: tuning.readAhead,
         startAfter: tuning.startAfter,
+        reopenAfterBytes: tuning.reopenAfterBytes ?? (Number(process.env.SLED_REOPEN_AFTER_BYTES) || undefined),
       }),
     );
     open.add(stream);

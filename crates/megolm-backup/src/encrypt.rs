@@ -64,6 +64,11 @@ pub fn encrypt_session(public_key: &BackupPublicKey, plaintext: &[u8]) -> Sessio
     encrypt_with(StaticSecret::random_from_rng(OsRng), public_key, plaintext)
 }
 
+/// Encrypts one room key for the backup: the plaintext JSON exists only in a wiped buffer.
+pub fn encrypt_room_key(public_key: &BackupPublicKey, key: &crate::BackedUpRoomKey) -> SessionData {
+    encrypt_session(public_key, &crate::to_json_wiped(key))
+}
+
 pub(crate) fn encrypt_with(ephemeral: StaticSecret, public_key: &BackupPublicKey, plaintext: &[u8]) -> SessionData {
     let ephemeral_public = PublicKey::from(&ephemeral);
     let shared = Zeroizing::new(ephemeral.diffie_hellman(&public_key.0).to_bytes());

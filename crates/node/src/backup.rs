@@ -2,16 +2,14 @@
 
 
 use megolm_backup::{
-    decrypt_session, encrypt_session, fingerprint, BackedUpRoomKey, BackupDecryptionKey, BackupPublicKey,
+    decrypt_session, encrypt_room_key, fingerprint, BackedUpRoomKey, BackupDecryptionKey, BackupPublicKey, ExportedRoomKey,
     SessionData as CoreSessionData,
 };
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rayon::prelude::*;
-use sled_store::RoomKey;
 
 use crate::errors::{coded, invalid_argument};
-use crate::stream::ExportedRoomKey;
 
 #[napi(object)]
 pub struct BackupKey {
@@ -73,32 +71,21 @@ pub struct BackupEntry {
     pub session_data: SessionData,
 }
 
-pub(crate) fn backed_up_room_key(k: &RoomKey) -> BackedUpRoomKey {
-    BackedUpRoomKey {
-        algorithm: k.algorithm.clone(),
-        sender_key: k.sender_key.clone(),
-        session_key: k.session_key.to_base64(),
-        sender_claimed_keys: k.sender_claimed_keys.clone(),
-        forwarding_curve25519_key_chain: k.forwarding_curve25519_key_chain.clone(),
-    }
-}
-
-pub(crate) fn backup_entry(public_key: &BackupPublicKey, k: &RoomKey) -> BackupEntry {
-    let plaintext = backed_up_room_key(k);
-    let json = zeroize::Zeroizing::new(serde_json::to_vec(&plaintext).expect("a room key serializes"));
-    let data = encrypt_session(public_key, &json);
+pub(crate) fn backup_entry(public_key: &BackupPublicKey, k: &ExportedRoomKey, forwarded: bool) -> BackupEntry {
+    let data = encrypt_room_key(public_key, &k.backed_up());
     BackupEntry {
         room_id: k.room_id.clone(),
         session_id: k.session_id.clone(),
-        first_message_index: k.first_message_index,
-        forwarded_count: u32::from(k.imported),
+        // Validated keys always carry their index; a key exported at index n starts at n.
+        first_message_index: k.first_message_index().unwrap_or(0),
+        forwarded_count: u32::from(forwarded),
         is_verified: false,
         session_data: SessionData { ephemeral: data.ephemeral, ciphertext: data.ciphertext, mac: data.mac },
     }
 }
 
-pub(crate) fn key_digest(k: &RoomKey) -> String {
-    hex::encode(fingerprint(&k.room_id, &k.session_id, &backed_up_room_key(k)))
+pub(crate) fn key_digest(k: &ExportedRoomKey) -> String {
+    hex::encode(fingerprint(&k.room_id, &k.session_id, &k.backed_up()))
 }
 
 #[napi(object)]
@@ -158,35 +145,6 @@ impl Task for DecryptDigests {
 pub fn decrypt_backup_digests(private_key: Buffer, entries: Vec<BackupEntryIn>) -> Result<AsyncTask<DecryptDigests>> {
     let bytes: [u8; 32] = private_key.as_ref().try_into().map_err(|_| invalid_argument("a backup private key has 32 bytes"))?;
     Ok(AsyncTask::new(DecryptDigests { key: BackupDecryptionKey::from_bytes(bytes), entries }))
-}
-
-/// For `upload --from`: keys that already exist as JSON (an extract file, a megolm export).
-#[napi]
-pub fn encrypt_exported_keys(public_key: String, keys: Vec<ExportedRoomKey>) -> Result<Vec<BackupEntry>> {
-    let public_key = BackupPublicKey::from_base64(&public_key).map_err(|e| invalid_argument(format!("backup public key: {e}")))?;
-    keys.par_iter()
-        .map(|k| {
-            megolm_backup::validate_exported_key(&k.room_id, &k.session_id, &k.sender_key, &k.session_key, &k.sender_claimed_keys)
-                .map_err(|e| coded("DAMAGED_ENTRIES", format!("key {} in {}: {e}", k.session_id, k.room_id), "remove or fix that entry"))?;
-            let plaintext = BackedUpRoomKey {
-                algorithm: k.algorithm.clone(),
-                sender_key: k.sender_key.clone(),
-                session_key: zeroize::Zeroizing::new(k.session_key.clone()),
-                sender_claimed_keys: k.sender_claimed_keys.clone(),
-                forwarding_curve25519_key_chain: k.forwarding_curve25519_key_chain.clone(),
-            };
-            let json = zeroize::Zeroizing::new(serde_json::to_vec(&plaintext).expect("a room key serializes"));
-            let data = encrypt_session(&public_key, &json);
-            Ok(BackupEntry {
-                room_id: k.room_id.clone(),
-                session_id: k.session_id.clone(),
-                first_message_index: megolm_backup::first_message_index_of(&k.session_key).unwrap_or(0),
-                forwarded_count: u32::from(k.imported),
-                is_verified: false,
-                session_data: SessionData { ephemeral: data.ephemeral, ciphertext: data.ciphertext, mac: data.mac },
-            })
-        })
-        .collect()
 }
 
 #[napi]

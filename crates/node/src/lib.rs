@@ -8,3 +8,4 @@ mod stream;
 
 pub use backup::*;
 pub use stream::*;
+

@@ -2,20 +2,19 @@
 //! JavaScript pulls them with `await next()`. When JavaScript is slow the channel fills and the
 //! reader blocks: that is the backpressure, and what keeps memory flat.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use megolm_backup::BackupPublicKey;
+use megolm_backup::{to_json_elements, BackupPublicKey, ExportedRoomKey, KeyFileItem, EXPORT_HEADER};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rayon::prelude::*;
-use sled_store::{OpenOptions, ScanItem, SledStore, StoreLocation};
+use sled_store::{OpenOptions, RoomKey, ScanItem, SledStore, StoreLocation};
 use tokio::sync::mpsc;
 
 use crate::backup::{backup_entry, key_digest, BackupEntry};
-use crate::errors::{invalid_argument, open_error};
+use crate::errors::{coded, invalid_argument, open_error};
 
 #[napi(object)]
 pub struct StreamOptions {
@@ -34,21 +33,9 @@ pub struct StreamOptions {
     pub read_ahead: Option<u32>,
     /// Resume after this Sled key (hex), as recorded in migration-state.json.
     pub start_after: Option<String>,
-    pub reopen_every: Option<u32>,
+    /// Bytes read between Sled reopens (memory against reopen cost; default 4 MiB).
+    pub reopen_after_bytes: Option<u32>,
     pub cache_capacity: Option<u32>,
-}
-
-#[napi(object)]
-pub struct ExportedRoomKey {
-    pub algorithm: String,
-    pub room_id: String,
-    pub sender_key: String,
-    pub session_id: String,
-    pub session_key: String,
-    pub sender_claimed_keys: BTreeMap<String, String>,
-    pub forwarding_curve25519_key_chain: Vec<String>,
-    pub first_message_index: u32,
-    pub imported: bool,
 }
 
 #[napi(object)]
@@ -69,13 +56,18 @@ pub struct DamagedRecord {
 
 #[napi(object)]
 pub struct SessionBatch {
-    pub exported: Vec<ExportedRoomKey>,
+    /// `exported` mode: the batch's keys as JSON array elements (`{..},\n{..}`), so that plaintext
+    /// session keys stay in a buffer JavaScript can wipe instead of becoming strings it cannot.
+    pub exported_json: Option<Buffer>,
+    /// `exported` mode: the room of each key in `exported_json`, in order (for per-room counts).
+    pub exported_rooms: Vec<String>,
     pub backup: Vec<BackupEntry>,
     pub digests: Vec<KeyDigest>,
     pub damaged: Vec<DamagedRecord>,
     /// Entries visited so far in this run, damaged ones included.
     pub position: i64,
-    /// The Sled key (hex) of the last entry of this batch: resuming after it skips this batch.
+    /// Where this batch ends (a Sled key in hex, or an element index in a key file): resuming
+    /// after it skips this batch.
     pub resume_after: String,
 }
 
@@ -107,18 +99,22 @@ pub struct SessionStream {
     store: Mutex<Option<Arc<SledStore>>>,
 }
 
-/// Opens the store (lock, working copy, cipher) off the main thread and starts the reader.
-#[napi]
-pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream> {
-    let mode = match options.mode.as_str() {
+fn parse_mode(mode: &str, backup_public_key: Option<&str>) -> Result<Mode> {
+    Ok(match mode {
         "exported" => Mode::Exported,
         "digest" => Mode::Digest,
         "backup" => {
-            let key = options.backup_public_key.as_deref().ok_or_else(|| invalid_argument("backup mode needs backupPublicKey"))?;
+            let key = backup_public_key.ok_or_else(|| invalid_argument("backup mode needs backupPublicKey"))?;
             Mode::Backup(Arc::new(BackupPublicKey::from_base64(key).map_err(|e| invalid_argument(format!("backup public key: {e}")))?))
         }
         other => return Err(invalid_argument(format!("unknown stream mode {other}"))),
-    };
+    })
+}
+
+/// Opens the store (lock, working copy, cipher) off the main thread and starts the reader.
+#[napi]
+pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream> {
+    let mode = parse_mode(&options.mode, options.backup_public_key.as_deref())?;
     let start_after = match &options.start_after {
         Some(h) if !h.is_empty() => Some(hex::decode(h).map_err(|_| invalid_argument("startAfter is not hex"))?),
         _ => None,
@@ -127,8 +123,8 @@ pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream
     if let Some(p) = &options.passphrase {
         open_options.passphrase = p.clone();
     }
-    if let Some(n) = options.reopen_every {
-        open_options.reopen_every = n as usize;
+    if let Some(n) = options.reopen_after_bytes {
+        open_options.reopen_after_bytes = u64::from(n);
     }
     if let Some(n) = options.cache_capacity {
         open_options.cache_capacity = n as u64;
@@ -140,98 +136,210 @@ pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream
         .map_err(open_error)?;
     let store = Arc::new(store);
     let info = store_info(&store);
-
-    let batch_size = options.batch_size.unwrap_or(256).max(1) as usize;
-    let (tx, rx) = mpsc::channel(options.read_ahead.unwrap_or(4).max(1) as usize);
-    let stop = Arc::new(AtomicBool::new(false));
     let reader_store = store.clone();
-    let reader_stop = stop.clone();
-    std::thread::Builder::new()
-        .name("sled-reader".into())
-        .spawn(move || read_batches(&reader_store, start_after, mode, batch_size, &reader_stop, &tx))
-        .map_err(|e| Error::from_reason(e.to_string()))?;
-
-    Ok(SessionStream { receiver: tokio::sync::Mutex::new(rx), stop, info, store: Mutex::new(Some(store)) })
-}
-
-fn read_batches(
-    store: &SledStore,
-    start_after: Option<Vec<u8>>,
-    mode: Mode,
-    batch_size: usize,
-    stop: &AtomicBool,
-    tx: &mpsc::Sender<Result<SessionBatch>>,
-) {
-    let mut scanner = store.sessions(start_after);
-    loop {
-        let mut items = Vec::with_capacity(batch_size);
-        for item in scanner.by_ref() {
-            items.push(item);
-            if items.len() == batch_size {
-                break;
+    SessionStream::start(info, Some(store), mode, options.batch_size, options.read_ahead, move |batcher| {
+        for item in reader_store.sessions(start_after) {
+            let item = match item {
+                ScanItem::Key(k) => SourceItem::Key { cursor: hex::encode(&k.sled_key), forwarded: k.key.imported, key: exported_key(k.key) },
+                ScanItem::Damaged(d) => SourceItem::Damaged {
+                    cursor: hex::encode(&d.sled_key),
+                    record: DamagedRecord {
+                        position: d.position as i64,
+                        key_hex: hex::encode(&d.sled_key),
+                        kind: d.damage.kind.as_str().to_owned(),
+                        message: d.damage.message,
+                    },
+                },
+            };
+            if !batcher.push(item) {
+                return;
             }
         }
-        if items.is_empty() || stop.load(Ordering::Relaxed) {
-            return; // dropping tx ends the stream
+        batcher.finish();
+    })
+}
+
+#[napi(object)]
+pub struct KeyFileStreamOptions {
+    /// `extracted-keys.json`, a bare JSON array of exported keys, or an Element key export.
+    pub path: String,
+    /// For an Element key export.
+    pub export_passphrase: Option<String>,
+    /// `backup` or `digest`; see `StreamOptions`.
+    pub mode: String,
+    pub backup_public_key: Option<String>,
+    pub batch_size: Option<u32>,
+    pub read_ahead: Option<u32>,
+    /// Resume after this element index, as recorded in migration-state.json.
+    pub start_after: Option<String>,
+}
+
+/// `upload --from FILE`: the same stream, fed from a key file instead of the Sled store.
+#[napi]
+pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<SessionStream> {
+    let mode = parse_mode(&options.mode, options.backup_public_key.as_deref())?;
+    let skip_through: Option<u64> = match &options.start_after {
+        Some(s) if !s.is_empty() => Some(s.parse().map_err(|_| invalid_argument("startAfter is not an element index"))?),
+        _ => None,
+    };
+    let path = PathBuf::from(&options.path);
+    let file = std::fs::File::open(&path)
+        .map_err(|e| coded("KEY_FILE", format!("cannot read {}: {e}", path.display()), "check the path given to --from"))?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut head = [0u8; EXPORT_HEADER.len()];
+    let is_export = {
+        use std::io::Read;
+        let n = (&file).read(&mut head).unwrap_or(0);
+        &head[..n] == EXPORT_HEADER.as_bytes()
+    };
+    let export_text = if is_export {
+        let passphrase = options.export_passphrase.clone().ok_or_else(|| {
+            coded("WRONG_PASSPHRASE", format!("{} is an encrypted key export", path.display()), "give its passphrase (EXPORT_PASSPHRASE or --export-passphrase-file)")
+        })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| coded("KEY_FILE", format!("cannot read {}: {e}", path.display()), "check the path given to --from"))?;
+        // Check the passphrase now, so a wrong one is a clear error before anything is sent.
+        megolm_backup::decrypt_export(&text, &passphrase)
+            .map_err(|e| coded("WRONG_PASSPHRASE", format!("cannot read the key export: {e}"), "check the export passphrase"))?;
+        Some((text, passphrase))
+    } else {
+        None
+    };
+    let info = StoreInfo {
+        crypto_store_path: path.display().to_string(),
+        store_version: None,
+        cipher_format: None,
+        device_id: None,
+        account_user_id: None,
+        account_device_id: None,
+        working_copy_cloned: false,
+        store_bytes: bytes as i64,
+    };
+    SessionStream::start(info, None, mode, options.batch_size, options.read_ahead, move |batcher| {
+        let each = |index: u64, item: KeyFileItem| {
+            if skip_through.is_some_and(|last| index <= last) {
+                return true;
+            }
+            batcher.push(match item {
+                KeyFileItem::Key(key) => {
+                    SourceItem::Key { cursor: index.to_string(), forwarded: !key.forwarding_curve25519_key_chain.is_empty(), key }
+                }
+                KeyFileItem::Malformed { kind, message } => SourceItem::Damaged {
+                    cursor: index.to_string(),
+                    record: DamagedRecord { position: index as i64, key_hex: String::new(), kind: kind.to_owned(), message },
+                },
+            })
+        };
+        let outcome = match &export_text {
+            Some((text, passphrase)) => megolm_backup::for_each_exported_key(text, passphrase, each),
+            None => match std::fs::File::open(&path) {
+                Ok(f) => megolm_backup::for_each_key(f, each),
+                Err(e) => Err(megolm_backup::KeyFileError::Json(e.to_string())),
+            },
+        };
+        match outcome {
+            Ok(()) => batcher.finish(),
+            Err(megolm_backup::KeyFileError::Stopped) => {}
+            Err(e) => batcher.fail(coded("KEY_FILE", format!("{}: {e}", path.display()), "give --from an extracted-keys.json, a JSON array of exported keys, or an Element key export")),
         }
-        let batch = build_batch(items, &mode, scanner.position());
-        if tx.blocking_send(Ok(batch)).is_err() {
-            return; // the consumer closed the stream
-        }
+    })
+}
+
+/// One entry from a source, with the cursor that resumes after it.
+enum SourceItem {
+    Key { cursor: String, key: ExportedRoomKey, forwarded: bool },
+    Damaged { cursor: String, record: DamagedRecord },
+}
+
+fn exported_key(k: RoomKey) -> ExportedRoomKey {
+    ExportedRoomKey {
+        session_key: k.session_key.to_base64(),
+        algorithm: k.algorithm,
+        room_id: k.room_id,
+        sender_key: k.sender_key,
+        session_id: k.session_id,
+        sender_claimed_keys: k.sender_claimed_keys,
+        forwarding_curve25519_key_chain: k.forwarding_curve25519_key_chain,
     }
 }
 
-fn build_batch(items: Vec<ScanItem>, mode: &Mode, position: u64) -> SessionBatch {
+/// Gathers source items into batches, converts them for the mode, and sends them; `push` and
+/// `finish` block while the channel is full (the backpressure) and report false once the consumer
+/// has gone.
+struct Batcher {
+    mode: Mode,
+    batch_size: usize,
+    stop: Arc<AtomicBool>,
+    tx: mpsc::Sender<Result<SessionBatch>>,
+    items: Vec<SourceItem>,
+    position: u64,
+}
+
+impl Batcher {
+    fn push(&mut self, item: SourceItem) -> bool {
+        self.items.push(item);
+        self.position += 1;
+        self.items.len() < self.batch_size || self.flush()
+    }
+
+    fn finish(&mut self) {
+        if !self.items.is_empty() {
+            self.flush();
+        }
+    }
+
+    fn fail(&mut self, error: Error) {
+        if !self.items.is_empty() && !self.flush() {
+            return;
+        }
+        let _ = self.tx.blocking_send(Err(error));
+    }
+
+    fn flush(&mut self) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let batch = build_batch(std::mem::take(&mut self.items), &self.mode, self.position);
+        self.tx.blocking_send(Ok(batch)).is_ok()
+    }
+}
+
+fn build_batch(items: Vec<SourceItem>, mode: &Mode, position: u64) -> SessionBatch {
     let mut batch = SessionBatch {
-        exported: Vec::new(),
+        exported_json: None,
+        exported_rooms: Vec::new(),
         backup: Vec::new(),
         digests: Vec::new(),
         damaged: Vec::new(),
         position: position as i64,
         resume_after: String::new(),
     };
-    if let Some(last) = items.last() {
-        batch.resume_after = hex::encode(match last {
-            ScanItem::Key(k) => &k.sled_key,
-            ScanItem::Damaged(d) => &d.sled_key,
-        });
-    }
     let mut keys = Vec::with_capacity(items.len());
     for item in items {
         match item {
-            ScanItem::Key(k) => keys.push(k.key),
-            ScanItem::Damaged(d) => batch.damaged.push(DamagedRecord {
-                position: d.position as i64,
-                key_hex: hex::encode(&d.sled_key),
-                kind: d.damage.kind.as_str().to_owned(),
-                message: d.damage.message,
-            }),
+            SourceItem::Key { cursor, key, forwarded } => {
+                batch.resume_after = cursor;
+                keys.push((key, forwarded));
+            }
+            SourceItem::Damaged { cursor, record } => {
+                batch.resume_after = cursor;
+                batch.damaged.push(record);
+            }
         }
     }
     match mode {
         // One fresh X25519 agreement per key is the cost of a backup: spread it over the cores.
-        Mode::Backup(public_key) => batch.backup = keys.par_iter().map(|k| backup_entry(public_key, k)).collect(),
+        Mode::Backup(public_key) => batch.backup = keys.par_iter().map(|(k, forwarded)| backup_entry(public_key, k, *forwarded)).collect(),
         Mode::Digest => {
             batch.digests = keys
                 .iter()
-                .map(|k| KeyDigest { room_id: k.room_id.clone(), session_id: k.session_id.clone(), digest: key_digest(k) })
+                .map(|(k, _)| KeyDigest { room_id: k.room_id.clone(), session_id: k.session_id.clone(), digest: key_digest(k) })
                 .collect()
         }
         Mode::Exported => {
-            batch.exported = keys
-                .into_iter()
-                .map(|k| ExportedRoomKey {
-                    session_key: k.session_key.to_base64().to_string(),
-                    algorithm: k.algorithm,
-                    room_id: k.room_id,
-                    sender_key: k.sender_key,
-                    session_id: k.session_id,
-                    sender_claimed_keys: k.sender_claimed_keys,
-                    forwarding_curve25519_key_chain: k.forwarding_curve25519_key_chain,
-                    first_message_index: k.first_message_index,
-                    imported: k.imported,
-                })
-                .collect()
+            let mut json = to_json_elements(keys.iter().map(|(k, _)| k));
+            // The buffer moves (not copies) to JavaScript, which wipes it after writing.
+            batch.exported_json = Some(Buffer::from(std::mem::take(&mut *json)));
+            batch.exported_rooms = keys.into_iter().map(|(k, _)| k.room_id.clone()).collect();
         }
     }
     batch
@@ -248,6 +356,28 @@ fn store_info(store: &SledStore) -> StoreInfo {
         account_device_id: i.account_device_id.clone(),
         working_copy_cloned: i.working_copy_cloned,
         store_bytes: i.store_bytes as i64,
+    }
+}
+
+impl SessionStream {
+    /// Runs `read` on its own thread, feeding a bounded channel of `read_ahead` batches.
+    fn start(
+        info: StoreInfo,
+        store: Option<Arc<SledStore>>,
+        mode: Mode,
+        batch_size: Option<u32>,
+        read_ahead: Option<u32>,
+        read: impl FnOnce(&mut Batcher) + Send + 'static,
+    ) -> Result<SessionStream> {
+        let (tx, rx) = mpsc::channel(read_ahead.unwrap_or(4).max(1) as usize);
+        let stop = Arc::new(AtomicBool::new(false));
+        let batch_size = batch_size.unwrap_or(256).max(1) as usize;
+        let mut batcher = Batcher { mode, batch_size, stop: stop.clone(), tx, items: Vec::with_capacity(batch_size), position: 0 };
+        std::thread::Builder::new()
+            .name("key-reader".into())
+            .spawn(move || read(&mut batcher)) // dropping the batcher's sender ends the stream
+            .map_err(|e| Error::from_reason(e.to_string()))?;
+        Ok(SessionStream { receiver: tokio::sync::Mutex::new(rx), stop, info, store: Mutex::new(store) })
     }
 }
 

@@ -63,13 +63,14 @@ pub struct SessionScanner {
     dir: PathBuf,
     cipher: Option<Arc<StoreCipher>>,
     cache_capacity: u64,
-    reopen_every: usize,
+    reopen_after_bytes: u64,
     /// Resume point: the last key handed out (or the caller's start).
     last_key: Option<Vec<u8>>,
     /// A key to start *at* (inclusive) after stepping over an unreadable spot.
     restart_at: Option<Vec<u8>>,
     iter: Option<(sled::Db, sled::Iter)>,
-    since_open: usize,
+    /// Bytes (keys and values) read since the last open.
+    read_since_open: u64,
     position: u64,
     retries: u32,
     done: bool,
@@ -82,18 +83,18 @@ impl SessionScanner {
         cipher: Option<Arc<StoreCipher>>,
         start_after: Option<Vec<u8>>,
         cache_capacity: u64,
-        reopen_every: usize,
+        reopen_after_bytes: u64,
         keep_alive: KeepAlive,
     ) -> Self {
         SessionScanner {
             dir,
             cipher,
             cache_capacity,
-            reopen_every: reopen_every.max(1),
+            reopen_after_bytes: reopen_after_bytes.max(1),
             last_key: start_after,
             restart_at: None,
             iter: None,
-            since_open: 0,
+            read_since_open: 0,
             position: 0,
             retries: 0,
             done: false,
@@ -107,7 +108,11 @@ impl SessionScanner {
     }
 
     fn open_iter(&mut self) -> Result<(), OpenError> {
-        self.iter = None; // drop the old Db before opening a new one: it holds the file lock
+        if self.iter.take().is_some() {
+            // Dropping the old Db (it holds the file lock) frees the nodes it read, but glibc keeps
+            // freed memory of non-main threads in per-thread arenas: hand it back to the system.
+            release_freed_memory();
+        }
         let db = open_sled(&self.dir, self.cache_capacity)?;
         let tree = db.open_tree(INBOUND_GROUP_SESSIONS).map_err(|e| OpenError::Sled { path: self.dir.clone(), detail: e.to_string() })?;
         let start = match (&self.restart_at, &self.last_key) {
@@ -117,7 +122,7 @@ impl SessionScanner {
         };
         let iter = tree.range::<Vec<u8>, _>((start, Bound::Unbounded));
         self.iter = Some((db, iter));
-        self.since_open = 0;
+        self.read_since_open = 0;
         Ok(())
     }
 
@@ -146,7 +151,7 @@ impl Iterator for SessionScanner {
             if self.done {
                 return None;
             }
-            if self.iter.is_none() || self.since_open >= self.reopen_every {
+            if self.iter.is_none() || self.read_since_open >= self.reopen_after_bytes {
                 if let Err(e) = self.open_iter() {
                     // The copy opened once already; failing now is damage Sled found on re-reading.
                     self.done = true;
@@ -163,7 +168,7 @@ impl Iterator for SessionScanner {
                 Some(Ok((k, v))) => {
                     self.restart_at = None;
                     self.retries = 0;
-                    self.since_open += 1;
+                    self.read_since_open += (k.len() + v.len()) as u64;
                     self.last_key = Some(k.to_vec());
                     let position = self.position;
                     self.position += 1;
@@ -236,3 +241,14 @@ mod tests {
         assert_eq!(step_over(&[], 1), Some(vec![1]));
     }
 }
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory() {}
