@@ -17,6 +17,24 @@ export declare class SessionStream {
   get info(): StoreInfo
 }
 
+/**
+ * Held while a backup or restore runs: refuses while the bot runs (it holds Sled's exclusive
+ * lock) and keeps the bot from starting until `release()`.
+ */
+export declare class StoreLock {
+  release(): void
+}
+
+export declare class TreeJob {
+  progress(): TreeProgress
+  /** Asks the work to stop at the next chunk; `wait()` then fails with INTERRUPTED. */
+  cancel(): void
+  wait(): Promise<TreeJobResult>
+}
+
+/** Bytes free for this user where `dir` lives (null when the system cannot say). */
+export declare function availableSpace(dir: string): number | null
+
 /** One `KeyBackupData` with the room and session it is filed under. */
 export interface BackupEntry {
   roomId: string
@@ -49,6 +67,12 @@ export declare function backupKeyFromPrivateKey(privateKey: Buffer): BackupKey
 /** Either form a user may hand us: the spaced base58 recovery key or base64. */
 export declare function backupKeyFromText(text: string): BackupKey
 
+export interface ChecksumMismatch {
+  path: string
+  /** `missing`, `differs` or `unexpected`. */
+  kind: string
+}
+
 export interface DamagedRecord {
   position: number
   keyHex: string
@@ -62,6 +86,16 @@ export declare function decryptBackupDigests(privateKey: Buffer, entries: Array<
 export declare function decryptMegolmExport(text: string, passphrase: string): Buffer
 
 export declare function encryptMegolmExport(plaintext: Buffer, passphrase: string, rounds: number): string
+
+export interface FileChecksum {
+  /** Relative, `/`-separated. */
+  path: string
+  sha256: string
+  bytes: number
+}
+
+/** The text of a `sha256sum`-compatible list. */
+export declare function formatChecksums(files: Array<FileChecksum>): string
 
 /** A fresh backup key from the OS CSPRNG. */
 export declare function generateBackupKey(): BackupKey
@@ -86,6 +120,8 @@ export interface KeyFileStreamOptions {
   /** Resume after this element index, as recorded in migration-state.json. */
   startAfter?: string
 }
+
+export declare function lockStore(cryptoStorePath: string): StoreLock
 
 /** `upload --from FILE`: the same stream, fed from a key file instead of the Sled store. */
 export declare function openKeyFileStream(options: KeyFileStreamOptions): Promise<SessionStream>
@@ -126,6 +162,15 @@ export interface SessionData {
   mac: string
 }
 
+/** Copies `source` to `destination` (which must not exist), hashing every byte in the same pass. */
+export declare function startTreeCopy(source: string, destination: string): TreeJob
+
+/**
+ * Checks `root` against a `sha256sum` list; names in `ignore` (the list itself) may be extra.
+ * With `under`, only the list's lines for that folder count, relative to it.
+ */
+export declare function startTreeVerify(root: string, checksums: string, ignore: Array<string>, under?: string | undefined | null): TreeJob
+
 export interface StoreInfo {
   cryptoStorePath: string
   storeVersion?: number
@@ -158,4 +203,18 @@ export interface StreamOptions {
   /** Bytes read between Sled reopens (memory against reopen cost; default 4 MiB). */
   reopenAfterBytes?: number
   cacheCapacity?: number
+}
+
+export interface TreeJobResult {
+  files: Array<FileChecksum>
+  bytes: number
+  clonedFiles: number
+  mismatches: Array<ChecksumMismatch>
+}
+
+export interface TreeProgress {
+  bytesDone: number
+  bytesTotal: number
+  filesDone: number
+  filesTotal: number
 }

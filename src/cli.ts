@@ -9,22 +9,23 @@
  * set once V8 runs, so `node lib/cli.js` works too, only with a higher peak.
  */
 import { Builtins, Cli } from 'clipanion';
-import { createRequire } from 'node:module';
 import { EXIT_CODES } from './errors.js';
 import { closeAllStreams } from './store/sessions.js';
 import { AllCommand } from './commands/all.js';
+import { BackupCommand } from './commands/backup.js';
+import { RestoreCommand } from './commands/restore.js';
+import { TOOL_VERSION } from './version.js';
 import { DeleteDeviceCommand } from './commands/delete-device.js';
 import { EnableCommand } from './commands/enable.js';
 import { ExtractCommand } from './commands/extract.js';
 import { UploadCommand } from './commands/upload.js';
 import { VerifyCommand } from './commands/verify.js';
 
-const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
 
-export const COMMANDS = [ExtractCommand, EnableCommand, UploadCommand, VerifyCommand, AllCommand, DeleteDeviceCommand];
+export const COMMANDS = [BackupCommand, RestoreCommand, ExtractCommand, EnableCommand, UploadCommand, VerifyCommand, AllCommand, DeleteDeviceCommand];
 
 export async function run(argv: string[]): Promise<number> {
-  const cli = new Cli({ binaryLabel: 'sled-migration-tool', binaryName: 'sled-migration-tool', binaryVersion: version, enableCapture: false });
+  const cli = new Cli({ binaryLabel: 'sled-migration-tool', binaryName: 'sled-migration-tool', binaryVersion: TOOL_VERSION, enableCapture: false });
   for (const command of COMMANDS) cli.register(command);
   cli.register(Builtins.HelpCommand);
   cli.register(Builtins.VersionCommand);

@@ -31,6 +31,7 @@ export const EXIT_CODES = {
   VERIFY_INCOMPLETE: 11,
   STATE_CORRUPT: 12,
   DEVICE: 13,
+  BACKUP_INVALID: 14,
   INTERRUPTED: 130,
 } as const;
 

@@ -9,7 +9,8 @@ export interface Output {
   info(line: string): void;
   warn(line: string): void;
   verbose(line: string): void;
-  progress(label: string): Progress;
+  /** Counts items (a line every 1000 in logs), or with `bytes` sizes with a rate and ETA (a line every 10 s). */
+  progress(label: string, opts?: { bytes?: boolean }): Progress;
   readonly interactive: boolean;
 }
 
@@ -42,23 +43,27 @@ export function createOutput(opts: { verbose?: boolean; stdout?: NodeJS.WriteStr
     verbose: (text) => {
       if (opts.verbose) line(stderr, text);
     },
-    progress(label) {
+    progress(label, popts) {
       const started = Date.now();
       let lastDraw = 0;
-      let nextLogAt = 1000;
+      let nextLogAt = popts?.bytes ? 0 : 1000;
+      let nextLogTime = started + 10_000;
       return {
         update(done, total, extra) {
           const now = Date.now();
           const rate = done / Math.max((now - started) / 1000, 0.001);
-          const text = `${label}: ${done.toLocaleString('en-US')}${total ? `/${total.toLocaleString('en-US')}` : ''} (${Math.round(rate).toLocaleString('en-US')}/s)${extra ? ` ${extra}` : ''}`;
+          const text = popts?.bytes
+            ? `${label}: ${formatBytes(done)}${total ? ` of ${formatBytes(total)}` : ''} (${formatBytes(rate)}/s${total && rate > 0 ? `, ${formatDuration((total - done) / rate)} left` : ''})${extra ? ` ${extra}` : ''}`
+            : `${label}: ${done.toLocaleString('en-US')}${total ? `/${total.toLocaleString('en-US')}` : ''} (${Math.round(rate).toLocaleString('en-US')}/s)${extra ? ` ${extra}` : ''}`;
           if (interactive) {
             if (now - lastDraw < 100) return;
             lastDraw = now;
             const pct = total ? ` ${bar(done / total)} ${((100 * done) / total).toFixed(1)}%` : '';
             stderr.write(`\r\x1b[K${text}${pct}`);
             drawing = true;
-          } else if (done >= nextLogAt) {
+          } else if (popts?.bytes ? now >= nextLogTime : done >= nextLogAt) {
             nextLogAt = (Math.floor(done / 1000) + 1) * 1000;
+            nextLogTime = now + 10_000;
             line(stderr, text);
           }
         },
@@ -74,4 +79,22 @@ function bar(fraction: number): string {
   const width = 24;
   const full = Math.max(0, Math.min(width, Math.round(fraction * width)));
   return `[${'#'.repeat(full)}${'.'.repeat(width - full)}]`;
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i++;
+  }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+export function formatDuration(seconds: number): string {
+  if (seconds < 10) return `${Math.max(0, seconds).toFixed(1)}s`;
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }

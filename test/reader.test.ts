@@ -7,7 +7,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runCli } from './helpers/cli.js';
-import { committedFixture, committedFixtureNames, copyFixture, keyIdentity, treeHashes, type ExpectedKey } from './helpers/fixtures.js';
+import { committedFixture, committedFixtureNames, copyFixture, holdStoreLock, keyIdentity, treeHashes, type ExpectedKey } from './helpers/fixtures.js';
 
 const READABLE = committedFixtureNames().filter((n) => n !== 'legacy-libolm');
 
@@ -123,11 +123,8 @@ test('refusals name the cause: missing path, not a Sled store, another program\'
 test('a store held by a running bot is refused (exit 4) and left alone', async (t) => {
   const f = copyFixture(committedFixture('empty-passphrase'));
   t.teardown(() => fs.rm(f.dir, { recursive: true, force: true }));
-  const { spawn } = await import('node:child_process');
-  // the bot's sled takes an exclusive flock on matrix-sdk-crypto/db
-  const holder = spawn('python3', ['-c', 'import fcntl,sys,time; f=open(sys.argv[1],"r+b"); fcntl.flock(f, fcntl.LOCK_EX); print("locked", flush=True); time.sleep(120)', path.join(f.store, 'matrix-sdk-crypto', 'db')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  t.teardown(() => void holder.kill('SIGKILL'));
-  await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+  const bot = await holdStoreLock(f.store);
+  t.teardown(() => bot.release());
   const mig = await tempDir(t);
   const before = treeHashes(f.store);
   const r = await runCli(['extract'], { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig });

@@ -115,3 +115,16 @@ export function keyIdentity(k: Pick<ExpectedKey, 'room_id' | 'session_id' | 'ses
   const claimed = Object.entries(k.sender_claimed_keys).sort().map(([a, b]) => `${a}=${b}`).join(',');
   return [k.room_id, k.session_id, k.session_key.replace(/=+$/, ''), k.sender_key.replace(/=+$/, ''), claimed].join('|');
 }
+
+/** Plays the running bot: an exclusive flock on matrix-sdk-crypto/db, as Sled takes in `open`. */
+export async function holdStoreLock(store: string): Promise<{ release(): void }> {
+  const { spawn } = await import('node:child_process');
+  const holder = spawn('python3', ['-c', 'import fcntl,sys,time; f=open(sys.argv[1],"r+b"); fcntl.flock(f, fcntl.LOCK_EX); print("locked", flush=True); time.sleep(300)', path.join(store, 'matrix-sdk-crypto', 'db')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    holder.stdout.once('data', () => resolve());
+    holder.once('exit', (code) => reject(new Error(`lock holder exited (${code})`)));
+  });
+  return { release: () => void holder.kill('SIGKILL') };
+}

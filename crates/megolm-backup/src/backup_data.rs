@@ -62,7 +62,9 @@ fn decode_session_key(session_key: &str) -> Result<Zeroizing<Vec<u8>>, KeyError>
 /// The u32 big-endian at bytes 1..5 of an exported session key.
 pub fn first_message_index_of(session_key: &str) -> Result<u32, KeyError> {
     let bytes = decode_session_key(session_key)?;
-    Ok(u32::from_be_bytes(bytes[1..5].try_into().expect("length checked")))
+    Ok(u32::from_be_bytes(
+        bytes[1..5].try_into().expect("length checked"),
+    ))
 }
 
 /// The true session ID: the Ed25519 key in bytes 133..165, unpadded base64.
@@ -94,7 +96,13 @@ pub fn validate_exported_key(
         return Err(KeyError::SessionIdMismatch(true_id));
     }
     check_key32("sender_key", sender_key)?;
-    check_key32("sender_claimed_keys.ed25519", sender_claimed_keys.get("ed25519").map(String::as_str).unwrap_or(""))
+    check_key32(
+        "sender_claimed_keys.ed25519",
+        sender_claimed_keys
+            .get("ed25519")
+            .map(String::as_str)
+            .unwrap_or(""),
+    )
 }
 
 /// SHA-256 over every field of a key, so that equal fingerprints mean equal keys. Lets `verify`
@@ -138,19 +146,32 @@ mod tests {
         let sk = session_key(42, [9u8; 32]);
         assert_eq!(first_message_index_of(&sk).unwrap(), 42);
         assert_eq!(session_id_of(&sk).unwrap(), crate::b64(&[9u8; 32]));
-        assert_eq!(first_message_index_of("AAAA").unwrap_err(), KeyError::SessionKeyLength(3));
+        assert_eq!(
+            first_message_index_of("AAAA").unwrap_err(),
+            KeyError::SessionKeyLength(3)
+        );
     }
 
     #[test]
     fn validation_catches_what_a_restore_would_not() {
         let sk = session_key(0, [9u8; 32]);
-        let claimed: BTreeMap<String, String> = [("ed25519".to_owned(), crate::b64(&[1u8; 32]))].into();
+        let claimed: BTreeMap<String, String> =
+            [("ed25519".to_owned(), crate::b64(&[1u8; 32]))].into();
         let sender = crate::b64(&[2u8; 32]);
         let sid = crate::b64(&[9u8; 32]);
         validate_exported_key("!r:s", &sid, &sender, &sk, &claimed).unwrap();
-        assert!(matches!(validate_exported_key("!r:s", "wrong", &sender, &sk, &claimed), Err(KeyError::SessionIdMismatch(_))));
-        assert_eq!(validate_exported_key("r:s", &sid, &sender, &sk, &claimed), Err(KeyError::RoomId));
-        assert_eq!(validate_exported_key("!r:s", &sid, "short", &sk, &claimed), Err(KeyError::BadKey("sender_key")));
+        assert!(matches!(
+            validate_exported_key("!r:s", "wrong", &sender, &sk, &claimed),
+            Err(KeyError::SessionIdMismatch(_))
+        ));
+        assert_eq!(
+            validate_exported_key("r:s", &sid, &sender, &sk, &claimed),
+            Err(KeyError::RoomId)
+        );
+        assert_eq!(
+            validate_exported_key("!r:s", &sid, "short", &sk, &claimed),
+            Err(KeyError::BadKey("sender_key"))
+        );
         assert!(validate_exported_key("!r:s", &sid, &sender, &sk, &BTreeMap::new()).is_err());
     }
 

@@ -44,8 +44,13 @@ struct Keys {
 fn derive(shared: &[u8; 32]) -> Keys {
     let hkdf = hkdf::Hkdf::<Sha256>::new(Some(&[0u8; 32]), shared);
     let mut okm = Zeroizing::new([0u8; 80]);
-    hkdf.expand(&[], okm.as_mut()).expect("80 bytes is a valid HKDF-SHA-256 length");
-    let mut keys = Keys { aes: Zeroizing::new([0; 32]), mac: Zeroizing::new([0; 32]), iv: [0; 16] };
+    hkdf.expand(&[], okm.as_mut())
+        .expect("80 bytes is a valid HKDF-SHA-256 length");
+    let mut keys = Keys {
+        aes: Zeroizing::new([0; 32]),
+        mac: Zeroizing::new([0; 32]),
+        iv: [0; 16],
+    };
     keys.aes.copy_from_slice(&okm[..32]);
     keys.mac.copy_from_slice(&okm[32..64]);
     keys.iv.copy_from_slice(&okm[64..80]);
@@ -53,7 +58,8 @@ fn derive(shared: &[u8; 32]) -> Keys {
 }
 
 fn empty_mac(mac_key: &[u8; 32]) -> [u8; 8] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(mac_key).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(mac_key).expect("HMAC takes any key length");
     mac.update(b"");
     let full = mac.finalize().into_bytes();
     full[..8].try_into().expect("32 ≥ 8")
@@ -69,23 +75,48 @@ pub fn encrypt_room_key(public_key: &BackupPublicKey, key: &crate::BackedUpRoomK
     encrypt_session(public_key, &crate::to_json_wiped(key))
 }
 
-pub(crate) fn encrypt_with(ephemeral: StaticSecret, public_key: &BackupPublicKey, plaintext: &[u8]) -> SessionData {
+pub(crate) fn encrypt_with(
+    ephemeral: StaticSecret,
+    public_key: &BackupPublicKey,
+    plaintext: &[u8],
+) -> SessionData {
     let ephemeral_public = PublicKey::from(&ephemeral);
     let shared = Zeroizing::new(ephemeral.diffie_hellman(&public_key.0).to_bytes());
     let keys = derive(&shared);
-    let ciphertext = Aes256CbcEnc::new(keys.aes.as_ref().into(), (&keys.iv).into()).encrypt_padded_vec_mut::<Pkcs7>(plaintext);
-    SessionData { ephemeral: b64(ephemeral_public.as_bytes()), ciphertext: b64(&ciphertext), mac: b64(&empty_mac(&keys.mac)) }
+    let ciphertext = Aes256CbcEnc::new(keys.aes.as_ref().into(), (&keys.iv).into())
+        .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
+    SessionData {
+        ephemeral: b64(ephemeral_public.as_bytes()),
+        ciphertext: b64(&ciphertext),
+        mac: b64(&empty_mac(&keys.mac)),
+    }
 }
 
-pub fn decrypt_session(key: &BackupDecryptionKey, data: &SessionData) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
-    let ephemeral: [u8; 32] = unb64(&data.ephemeral).map_err(|_| DecryptError::Base64)?.try_into().map_err(|_| DecryptError::EphemeralKey)?;
+pub fn decrypt_session(
+    key: &BackupDecryptionKey,
+    data: &SessionData,
+) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+    let ephemeral: [u8; 32] = unb64(&data.ephemeral)
+        .map_err(|_| DecryptError::Base64)?
+        .try_into()
+        .map_err(|_| DecryptError::EphemeralKey)?;
     let ciphertext = unb64(&data.ciphertext).map_err(|_| DecryptError::Base64)?;
     let mac = unb64(&data.mac).map_err(|_| DecryptError::Base64)?;
-    let shared = Zeroizing::new(key.secret().diffie_hellman(&PublicKey::from(ephemeral)).to_bytes());
+    let shared = Zeroizing::new(
+        key.secret()
+            .diffie_hellman(&PublicKey::from(ephemeral))
+            .to_bytes(),
+    );
     let keys = derive(&shared);
     let expected = empty_mac(&keys.mac);
     // constant-time comparison of the truncated MAC
-    if mac.len() != expected.len() || mac.iter().zip(expected.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
+    if mac.len() != expected.len()
+        || mac
+            .iter()
+            .zip(expected.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            != 0
+    {
         return Err(DecryptError::Mac);
     }
     Aes256CbcDec::new(keys.aes.as_ref().into(), (&keys.iv).into())
@@ -105,21 +136,32 @@ mod tests {
     #[test]
     fn decrypts_the_reference_vector() {
         let v = vector();
-        let key = BackupDecryptionKey::from_base64(v["private_key_base64"].as_str().unwrap()).unwrap();
+        let key =
+            BackupDecryptionKey::from_base64(v["private_key_base64"].as_str().unwrap()).unwrap();
         let data: SessionData = serde_json::from_value(v["session_data"].clone()).unwrap();
         let plain = decrypt_session(&key, &data).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&plain).unwrap();
         assert_eq!(json["algorithm"], "m.megolm.v1.aes-sha2");
         let session_key = json["session_key"].as_str().unwrap();
-        assert_eq!(crate::session_id_of(session_key).unwrap(), v["session_id"].as_str().unwrap());
+        assert_eq!(
+            crate::session_id_of(session_key).unwrap(),
+            v["session_id"].as_str().unwrap()
+        );
     }
 
     #[test]
     fn hkdf_intermediates_match_the_reference() {
         let v = vector();
-        let key = BackupDecryptionKey::from_base64(v["private_key_base64"].as_str().unwrap()).unwrap();
-        let eph: [u8; 32] = unb64(v["session_data"]["ephemeral"].as_str().unwrap()).unwrap().try_into().unwrap();
-        let shared = key.secret().diffie_hellman(&PublicKey::from(eph)).to_bytes();
+        let key =
+            BackupDecryptionKey::from_base64(v["private_key_base64"].as_str().unwrap()).unwrap();
+        let eph: [u8; 32] = unb64(v["session_data"]["ephemeral"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let shared = key
+            .secret()
+            .diffie_hellman(&PublicKey::from(eph))
+            .to_bytes();
         let keys = derive(&shared);
         assert!(hex(&keys.aes[..]).starts_with("b03d3eda5978b4f5"));
         assert_eq!(hex(&keys.iv), "4e8edbea043ee0d34da713a3a85c9c23");
@@ -149,7 +191,11 @@ mod tests {
         let mut data = encrypt_session(&key.public_key(), b"secret");
         // what a "fixed" implementation would send: HMAC over the ciphertext
         let eph: [u8; 32] = unb64(&data.ephemeral).unwrap().try_into().unwrap();
-        let keys = derive(&key.secret().diffie_hellman(&PublicKey::from(eph)).to_bytes());
+        let keys = derive(
+            &key.secret()
+                .diffie_hellman(&PublicKey::from(eph))
+                .to_bytes(),
+        );
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(keys.mac.as_ref()).unwrap();
         mac.update(&unb64(&data.ciphertext).unwrap());
         data.mac = b64(&mac.finalize().into_bytes()[..8]);
@@ -159,8 +205,16 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let key = BackupDecryptionKey::generate();
-        for (e, c, m) in [("", "", ""), ("!!", "AAAA", "AAAA"), ("AAAA", "AAAA", "AAAAAAAAAAA")] {
-            let data = SessionData { ephemeral: e.into(), ciphertext: c.into(), mac: m.into() };
+        for (e, c, m) in [
+            ("", "", ""),
+            ("!!", "AAAA", "AAAA"),
+            ("AAAA", "AAAA", "AAAAAAAAAAA"),
+        ] {
+            let data = SessionData {
+                ephemeral: e.into(),
+                ciphertext: c.into(),
+                mac: m.into(),
+            };
             assert!(decrypt_session(&key, &data).is_err());
         }
     }

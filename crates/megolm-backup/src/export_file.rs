@@ -53,7 +53,8 @@ pub fn encrypt_export(plaintext: &[u8], passphrase: &str, rounds: u32) -> String
     mac.update(&body);
     body.extend_from_slice(&mac.finalize().into_bytes());
     let encoded = STANDARD.encode(&body);
-    let mut out = String::with_capacity(encoded.len() + encoded.len() / 96 + HEADER.len() + FOOTER.len() + 4);
+    let mut out =
+        String::with_capacity(encoded.len() + encoded.len() / 96 + HEADER.len() + FOOTER.len() + 4);
     out.push_str(HEADER);
     out.push('\n');
     for line in encoded.as_bytes().chunks(96) {
@@ -68,8 +69,14 @@ pub fn encrypt_export(plaintext: &[u8], passphrase: &str, rounds: u32) -> String
 pub fn decrypt_export(text: &str, passphrase: &str) -> Result<Zeroizing<Vec<u8>>, ExportError> {
     let start = text.find(HEADER).ok_or(ExportError::NotAnExport)? + HEADER.len();
     let end = text[start..].find(FOOTER).ok_or(ExportError::NotAnExport)? + start;
-    let compact: String = text[start..end].chars().filter(|c| !c.is_whitespace()).collect();
-    let body = STANDARD.decode(compact.trim_end_matches('=')).or_else(|_| STANDARD.decode(&compact)).map_err(|_| ExportError::Malformed)?;
+    let compact: String = text[start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let body = STANDARD
+        .decode(compact.trim_end_matches('='))
+        .or_else(|_| STANDARD.decode(&compact))
+        .map_err(|_| ExportError::Malformed)?;
     if body.len() < 1 + 16 + 16 + 4 + 32 || body[0] != 1 {
         return Err(ExportError::Malformed);
     }
@@ -83,7 +90,8 @@ pub fn decrypt_export(text: &str, passphrase: &str) -> Result<Zeroizing<Vec<u8>>
     let keys = derive(passphrase, salt, rounds);
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&keys[32..]).expect("any key length");
     mac.update(signed);
-    mac.verify_slice(tag).map_err(|_| ExportError::WrongPassphrase)?;
+    mac.verify_slice(tag)
+        .map_err(|_| ExportError::WrongPassphrase)?;
     let mut plaintext = Zeroizing::new(signed[37..].to_vec());
     Aes256Ctr::new(keys[..32].into(), (&iv).into()).apply_keystream(&mut plaintext);
     Ok(plaintext)
@@ -97,16 +105,31 @@ mod tests {
     fn round_trip_wrong_passphrase_and_tampering() {
         let text = encrypt_export(b"[{\"room_id\":\"!r:s\"}]", "pw", 1000);
         assert!(text.starts_with(HEADER));
-        assert_eq!(&*decrypt_export(&text, "pw").unwrap(), b"[{\"room_id\":\"!r:s\"}]");
-        assert_eq!(decrypt_export(&text, "other").unwrap_err(), ExportError::WrongPassphrase);
+        assert_eq!(
+            &*decrypt_export(&text, "pw").unwrap(),
+            b"[{\"room_id\":\"!r:s\"}]"
+        );
+        assert_eq!(
+            decrypt_export(&text, "other").unwrap_err(),
+            ExportError::WrongPassphrase
+        );
         let lines: Vec<&str> = text.lines().collect();
         let mut body = STANDARD.decode(lines[1..lines.len() - 1].concat()).unwrap();
         let n = body.len();
         body[n - 40] ^= 1;
         let tampered = format!("{HEADER}\n{}\n{FOOTER}\n", STANDARD.encode(&body));
-        assert_eq!(decrypt_export(&tampered, "pw").unwrap_err(), ExportError::WrongPassphrase);
-        assert_eq!(decrypt_export("hello", "pw").unwrap_err(), ExportError::NotAnExport);
-        assert_eq!(decrypt_export(&format!("{HEADER}\nAAAA\n{FOOTER}"), "pw").unwrap_err(), ExportError::Malformed);
+        assert_eq!(
+            decrypt_export(&tampered, "pw").unwrap_err(),
+            ExportError::WrongPassphrase
+        );
+        assert_eq!(
+            decrypt_export("hello", "pw").unwrap_err(),
+            ExportError::NotAnExport
+        );
+        assert_eq!(
+            decrypt_export(&format!("{HEADER}\nAAAA\n{FOOTER}"), "pw").unwrap_err(),
+            ExportError::Malformed
+        );
     }
 
     #[test]

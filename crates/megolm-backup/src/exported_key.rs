@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use zeroize::Zeroizing;
 
-use crate::backup_data::{first_message_index_of, validate_exported_key, BackedUpRoomKey, KeyError};
+use crate::backup_data::{
+    first_message_index_of, validate_exported_key, BackedUpRoomKey, KeyError,
+};
 
 /// Field order as in Element's export.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -24,7 +26,13 @@ pub struct ExportedRoomKey {
 impl ExportedRoomKey {
     /// The checks every entry passes before it leaves (true session ID, well-formed keys).
     pub fn validate(&self) -> Result<(), KeyError> {
-        validate_exported_key(&self.room_id, &self.session_id, &self.sender_key, &self.session_key, &self.sender_claimed_keys)
+        validate_exported_key(
+            &self.room_id,
+            &self.session_id,
+            &self.sender_key,
+            &self.session_key,
+            &self.sender_claimed_keys,
+        )
     }
 
     pub fn first_message_index(&self) -> Result<u32, KeyError> {
@@ -46,9 +54,10 @@ impl ExportedRoomKey {
 /// Keys as JSON array elements (`{..},\n{..}`, no brackets), ready to be appended to a file.
 /// Growing a buffer by reallocation would leave copies of the keys in freed memory, so each key is
 /// serialized alone into a wiped buffer and the result allocated once at its final size.
-pub fn to_json_elements<'a>(keys: impl IntoIterator<Item = &'a ExportedRoomKey>) -> Zeroizing<Vec<u8>> {
-    let parts: Vec<Zeroizing<Vec<u8>>> =
-        keys.into_iter().map(crate::to_json_wiped).collect();
+pub fn to_json_elements<'a>(
+    keys: impl IntoIterator<Item = &'a ExportedRoomKey>,
+) -> Zeroizing<Vec<u8>> {
+    let parts: Vec<Zeroizing<Vec<u8>>> = keys.into_iter().map(crate::to_json_wiped).collect();
     let len = parts.iter().map(|p| p.len()).sum::<usize>() + 2 * parts.len().saturating_sub(1);
     let mut out = Zeroizing::new(Vec::with_capacity(len));
     for (i, part) in parts.iter().enumerate() {

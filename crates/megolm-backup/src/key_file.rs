@@ -10,14 +10,17 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
-use crate::exported_key::ExportedRoomKey;
 use crate::export_file::{decrypt_export, ExportError};
+use crate::exported_key::ExportedRoomKey;
 
 /// What one element of a key file turned out to be.
 pub enum KeyFileItem {
     Key(ExportedRoomKey),
     /// Not a room key (`message` says why, without the element's content).
-    Malformed { kind: &'static str, message: String },
+    Malformed {
+        kind: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +37,19 @@ const STOPPED: &str = "\u{0}stopped";
 pub const EXPORT_HEADER: &str = "-----BEGIN MEGOLM SESSION DATA-----";
 
 /// Calls `each(index, item)` for every element of the key array; `each` returns false to stop.
-pub fn for_each_key(reader: impl Read, mut each: impl FnMut(u64, KeyFileItem) -> bool) -> Result<(), KeyFileError> {
-    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, reader));
+pub fn for_each_key(
+    reader: impl Read,
+    mut each: impl FnMut(u64, KeyFileItem) -> bool,
+) -> Result<(), KeyFileError> {
+    let mut de =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, reader));
     let mut index = 0u64;
-    let outcome = TopLevel { each: &mut each, index: &mut index }.deserialize(&mut de).and_then(|()| de.end());
+    let outcome = TopLevel {
+        each: &mut each,
+        index: &mut index,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
     match outcome {
         Ok(()) => Ok(()),
         Err(e) if e.to_string().starts_with(STOPPED) => Err(KeyFileError::Stopped),
@@ -46,7 +58,11 @@ pub fn for_each_key(reader: impl Read, mut each: impl FnMut(u64, KeyFileItem) ->
 }
 
 /// Element's export: decrypted whole (it is one authenticated blob), then read like a JSON array.
-pub fn for_each_exported_key(text: &str, passphrase: &str, each: impl FnMut(u64, KeyFileItem) -> bool) -> Result<(), KeyFileError> {
+pub fn for_each_exported_key(
+    text: &str,
+    passphrase: &str,
+    each: impl FnMut(u64, KeyFileItem) -> bool,
+) -> Result<(), KeyFileError> {
     let plaintext = decrypt_export(text, passphrase)?;
     for_each_key(&plaintext[..], each)
 }
@@ -57,13 +73,26 @@ fn classify(raw: Box<RawValue>) -> KeyFileItem {
         Ok(key) => match key.validate() {
             Ok(()) => KeyFileItem::Key(key),
             Err(e) => KeyFileItem::Malformed {
-                kind: if matches!(e, crate::KeyError::RoomId) { "invalid_room_id" } else { "invalid_key" },
+                kind: if matches!(e, crate::KeyError::RoomId) {
+                    "invalid_room_id"
+                } else {
+                    "invalid_key"
+                },
                 message: format!("session {} in {}: {e}", key.session_id, key.room_id),
             },
         },
         // serde's message names the field and the position, never the value.
-        Err(e) if e.to_string().starts_with("missing field") => KeyFileItem::Malformed { kind: "missing_field", message: e.to_string() },
-        Err(e) => KeyFileItem::Malformed { kind: "invalid_json", message: format!("not a room key: {}", e.to_string().split(" at line").next().unwrap_or("")) },
+        Err(e) if e.to_string().starts_with("missing field") => KeyFileItem::Malformed {
+            kind: "missing_field",
+            message: e.to_string(),
+        },
+        Err(e) => KeyFileItem::Malformed {
+            kind: "invalid_json",
+            message: format!(
+                "not a room key: {}",
+                e.to_string().split(" at line").next().unwrap_or("")
+            ),
+        },
     }
 }
 
@@ -102,7 +131,10 @@ impl<'de, F: FnMut(u64, KeyFileItem) -> bool> Visitor<'de> for TopLevel<'_, F> {
         while let Some(field) = map.next_key::<String>()? {
             if field == "keys" && !found {
                 found = true;
-                map.next_value_seed(TopLevel { each: &mut *self.each, index: &mut *self.index })?;
+                map.next_value_seed(TopLevel {
+                    each: &mut *self.each,
+                    index: &mut *self.index,
+                })?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -148,8 +180,16 @@ mod tests {
     fn reads_extract_files_and_bare_arrays_and_reports_bad_elements() {
         let good = key_json("!a:x", 1);
         let wrong_room = key_json("a:x", 2);
-        let file = format!(r#"{{"version":1,"keys":[{good},{wrong_room},{{"room_id":"!b:x"}},42],"total_keys":4}}"#);
-        assert_eq!(collect(&file), (vec!["!a:x".to_owned()], vec!["invalid_room_id", "missing_field", "invalid_json"]));
+        let file = format!(
+            r#"{{"version":1,"keys":[{good},{wrong_room},{{"room_id":"!b:x"}},42],"total_keys":4}}"#
+        );
+        assert_eq!(
+            collect(&file),
+            (
+                vec!["!a:x".to_owned()],
+                vec!["invalid_room_id", "missing_field", "invalid_json"]
+            )
+        );
         assert_eq!(collect(&format!("[{good}]")).0, vec!["!a:x".to_owned()]);
         assert!(for_each_key(&b"{\"version\":1}"[..], |_, _| true).is_err());
         assert!(for_each_key(&b"[{}"[..], |_, _| true).is_err());
@@ -159,7 +199,10 @@ mod tests {
     fn a_tampered_session_id_is_caught() {
         let k = key_json("!a:x", 1).replace(&crate::b64(&[1u8; 32]), &crate::b64(&[9u8; 32]));
         let (keys, bad) = collect(&format!("[{k}]"));
-        assert!(keys.is_empty() && bad == vec!["invalid_key"], "{keys:?} {bad:?}");
+        assert!(
+            keys.is_empty() && bad == vec!["invalid_key"],
+            "{keys:?} {bad:?}"
+        );
     }
 
     #[test]

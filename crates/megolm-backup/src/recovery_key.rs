@@ -42,7 +42,9 @@ impl BackupDecryptionKey {
     }
 
     pub fn from_bytes(mut bytes: [u8; 32]) -> Self {
-        let key = BackupDecryptionKey { bytes: Zeroizing::new(bytes) };
+        let key = BackupDecryptionKey {
+            bytes: Zeroizing::new(bytes),
+        };
         bytes.zeroize();
         key
     }
@@ -53,14 +55,22 @@ impl BackupDecryptionKey {
 
     pub fn from_base64(text: &str) -> Result<Self, KeyFormatError> {
         let decoded = Zeroizing::new(unb64(text.trim()).map_err(|_| KeyFormatError::NotBase64Key)?);
-        let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| KeyFormatError::NotBase64Key)?;
+        let bytes: [u8; 32] = decoded
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyFormatError::NotBase64Key)?;
         Ok(Self::from_bytes(bytes))
     }
 
     /// Whitespace anywhere is ignored (keys are shown in groups of four).
     pub fn from_recovery_key(text: &str) -> Result<Self, KeyFormatError> {
-        let compact: Zeroizing<String> = Zeroizing::new(text.chars().filter(|c| !c.is_whitespace()).collect());
-        let decoded = Zeroizing::new(bs58::decode(compact.as_bytes()).into_vec().map_err(|_| KeyFormatError::NotBase58)?);
+        let compact: Zeroizing<String> =
+            Zeroizing::new(text.chars().filter(|c| !c.is_whitespace()).collect());
+        let decoded = Zeroizing::new(
+            bs58::decode(compact.as_bytes())
+                .into_vec()
+                .map_err(|_| KeyFormatError::NotBase58)?,
+        );
         if decoded.len() != 35 {
             return Err(KeyFormatError::WrongLength(decoded.len()));
         }
@@ -124,7 +134,10 @@ impl std::fmt::Debug for BackupPublicKey {
 
 impl BackupPublicKey {
     pub fn from_base64(text: &str) -> Result<Self, KeyFormatError> {
-        let bytes: [u8; 32] = unb64(text.trim()).map_err(|_| KeyFormatError::NotBase64Key)?.try_into().map_err(|_| KeyFormatError::NotBase64Key)?;
+        let bytes: [u8; 32] = unb64(text.trim())
+            .map_err(|_| KeyFormatError::NotBase64Key)?
+            .try_into()
+            .map_err(|_| KeyFormatError::NotBase64Key)?;
         Ok(BackupPublicKey(PublicKey::from(bytes)))
     }
 
@@ -143,8 +156,14 @@ mod tests {
     use super::*;
 
     const KNOWN: [(&str, &str); 2] = [
-        ("dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo", "EsTc LW2K PGiF wKEA 3As5 g5c4 BXwk qeeJ ZJV8 Q9fu gUMN UE4d"),
-        ("DwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo", "EsT5 Sd5m mEXs NQYE ibRe 3q9E 4aXW rHih 5f9J 6rU6 AfwY mASR"),
+        (
+            "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo",
+            "EsTc LW2K PGiF wKEA 3As5 g5c4 BXwk qeeJ ZJV8 Q9fu gUMN UE4d",
+        ),
+        (
+            "DwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo",
+            "EsT5 Sd5m mEXs NQYE ibRe 3q9E 4aXW rHih 5f9J 6rU6 AfwY mASR",
+        ),
     ];
 
     #[test]
@@ -152,32 +171,63 @@ mod tests {
         for (b64key, recovery) in KNOWN {
             let key = BackupDecryptionKey::from_base64(b64key).unwrap();
             assert_eq!(*key.to_recovery_key(), recovery);
-            assert_eq!(*BackupDecryptionKey::from_recovery_key(recovery).unwrap().to_base64(), b64key);
+            assert_eq!(
+                *BackupDecryptionKey::from_recovery_key(recovery)
+                    .unwrap()
+                    .to_base64(),
+                b64key
+            );
         }
         let counting: [u8; 32] = std::array::from_fn(|i| i as u8);
-        assert_eq!(*BackupDecryptionKey::from_bytes(counting).to_recovery_key(), "EsSz ykH7 LCZx 7Cae cmKD wcmY JRXi Ybtu 8iQ3 t8Ez nRwK pUY1");
-        assert_eq!(*BackupDecryptionKey::from_bytes([0; 32]).to_recovery_key(), "EsSz ygLv VP1b xF1C v7kE eBQx MxDP buG5 w25T L3b6 hfyG Kkrd");
-        assert_eq!(*BackupDecryptionKey::from_bytes([0xff; 32]).to_recovery_key(), "EsUK 2TRo ZKTB CKmv wEDA o6rq tTYu aKzp eJ9f 95nM 3VHk Xbnq");
+        assert_eq!(
+            *BackupDecryptionKey::from_bytes(counting).to_recovery_key(),
+            "EsSz ykH7 LCZx 7Cae cmKD wcmY JRXi Ybtu 8iQ3 t8Ez nRwK pUY1"
+        );
+        assert_eq!(
+            *BackupDecryptionKey::from_bytes([0; 32]).to_recovery_key(),
+            "EsSz ygLv VP1b xF1C v7kE eBQx MxDP buG5 w25T L3b6 hfyG Kkrd"
+        );
+        assert_eq!(
+            *BackupDecryptionKey::from_bytes([0xff; 32]).to_recovery_key(),
+            "EsUK 2TRo ZKTB CKmv wEDA o6rq tTYu aKzp eJ9f 95nM 3VHk Xbnq"
+        );
     }
 
     #[test]
     fn known_public_key_and_parity_failure() {
         let key = BackupDecryptionKey::from_base64(KNOWN[0].0).unwrap();
-        assert_eq!(key.public_key().to_base64(), "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo");
+        assert_eq!(
+            key.public_key().to_base64(),
+            "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo"
+        );
         assert_eq!(key.public_key().to_base64().len(), 43);
         let broken = "EsTc LW2K PGiF wKEA 3As5 g5c4 BXwk qeeJ ZJV8 Q9fu gUMN UE4e";
-        assert_eq!(BackupDecryptionKey::from_recovery_key(broken).unwrap_err(), KeyFormatError::Parity);
+        assert_eq!(
+            BackupDecryptionKey::from_recovery_key(broken).unwrap_err(),
+            KeyFormatError::Parity
+        );
     }
 
     #[test]
     fn whitespace_is_ignored_and_either_form_parses() {
         let compact: String = KNOWN[0].1.split_whitespace().collect();
-        assert_eq!(*BackupDecryptionKey::from_recovery_key(&format!("\n{compact}\t")).unwrap().to_base64(), KNOWN[0].0);
+        assert_eq!(
+            *BackupDecryptionKey::from_recovery_key(&format!("\n{compact}\t"))
+                .unwrap()
+                .to_base64(),
+            KNOWN[0].0
+        );
         assert_eq!(*parse_any(KNOWN[0].1).unwrap().to_base64(), KNOWN[0].0);
         assert_eq!(*parse_any(KNOWN[0].0).unwrap().to_base64(), KNOWN[0].0);
-        assert_eq!(*parse_any(&format!("{}=", KNOWN[0].0)).unwrap().to_base64(), KNOWN[0].0);
+        assert_eq!(
+            *parse_any(&format!("{}=", KNOWN[0].0)).unwrap().to_base64(),
+            KNOWN[0].0
+        );
         assert!(parse_any("EsTc").is_err());
-        assert_eq!(BackupDecryptionKey::from_recovery_key("1111").unwrap_err(), KeyFormatError::WrongLength(4));
+        assert_eq!(
+            BackupDecryptionKey::from_recovery_key("1111").unwrap_err(),
+            KeyFormatError::WrongLength(4)
+        );
     }
 
     #[test]
@@ -188,7 +238,12 @@ mod tests {
         let rk = a.to_recovery_key();
         assert_eq!(rk.len(), 59);
         assert!(rk.starts_with("Es"));
-        assert_eq!(BackupDecryptionKey::from_recovery_key(&rk).unwrap().as_bytes(), a.as_bytes());
+        assert_eq!(
+            BackupDecryptionKey::from_recovery_key(&rk)
+                .unwrap()
+                .as_bytes(),
+            a.as_bytes()
+        );
         assert_eq!(format!("{a:?}"), "BackupDecryptionKey(..)");
     }
 }

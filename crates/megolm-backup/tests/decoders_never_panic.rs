@@ -3,13 +3,17 @@
 use megolm_backup::*;
 
 fn lcg(state: &mut u64) -> u64 {
-    *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     *state >> 33
 }
 
 fn random_text(state: &mut u64, alphabet: &[u8], max: usize) -> String {
     let len = (lcg(state) as usize) % max;
-    (0..len).map(|_| alphabet[(lcg(state) as usize) % alphabet.len()] as char).collect()
+    (0..len)
+        .map(|_| alphabet[(lcg(state) as usize) % alphabet.len()] as char)
+        .collect()
 }
 
 #[test]
@@ -31,7 +35,12 @@ fn random_inputs_are_errors_not_panics() {
         };
         assert!(decrypt_session(&key, &data).is_err());
         let body = random_text(&mut s, b64, 300);
-        let _ = decrypt_export(&format!("-----BEGIN MEGOLM SESSION DATA-----\n{body}\n-----END MEGOLM SESSION DATA-----"), "x");
+        let _ = decrypt_export(
+            &format!(
+                "-----BEGIN MEGOLM SESSION DATA-----\n{body}\n-----END MEGOLM SESSION DATA-----"
+            ),
+            "x",
+        );
     }
 }
 

@@ -1,9 +1,8 @@
 //! Backup-key and backup-entry functions for JavaScript: thin conversions around `megolm-backup`.
 
-
 use megolm_backup::{
-    decrypt_session, encrypt_room_key, fingerprint, BackedUpRoomKey, BackupDecryptionKey, BackupPublicKey, ExportedRoomKey,
-    SessionData as CoreSessionData,
+    decrypt_session, encrypt_room_key, fingerprint, BackedUpRoomKey, BackupDecryptionKey,
+    BackupPublicKey, ExportedRoomKey, SessionData as CoreSessionData,
 };
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -40,15 +39,23 @@ pub fn generate_backup_key() -> BackupKey {
 
 #[napi]
 pub fn backup_key_from_private_key(private_key: Buffer) -> Result<BackupKey> {
-    let bytes: [u8; 32] = private_key.as_ref().try_into().map_err(|_| invalid_argument("a backup private key has 32 bytes"))?;
+    let bytes: [u8; 32] = private_key
+        .as_ref()
+        .try_into()
+        .map_err(|_| invalid_argument("a backup private key has 32 bytes"))?;
     Ok(backup_key(&BackupDecryptionKey::from_bytes(bytes)))
 }
 
 /// Either form a user may hand us: the spaced base58 recovery key or base64.
 #[napi]
 pub fn backup_key_from_text(text: String) -> Result<BackupKey> {
-    let key = megolm_backup::parse_any(&text)
-        .map_err(|e| coded("BACKUP_KEY_MISMATCH", format!("not a valid recovery key: {e}"), "check the recovery key"))?;
+    let key = megolm_backup::parse_any(&text).map_err(|e| {
+        coded(
+            "BACKUP_KEY_MISMATCH",
+            format!("not a valid recovery key: {e}"),
+            "check the recovery key",
+        )
+    })?;
     Ok(backup_key(&key))
 }
 
@@ -71,7 +78,11 @@ pub struct BackupEntry {
     pub session_data: SessionData,
 }
 
-pub(crate) fn backup_entry(public_key: &BackupPublicKey, k: &ExportedRoomKey, forwarded: bool) -> BackupEntry {
+pub(crate) fn backup_entry(
+    public_key: &BackupPublicKey,
+    k: &ExportedRoomKey,
+    forwarded: bool,
+) -> BackupEntry {
     let data = encrypt_room_key(public_key, &k.backed_up());
     BackupEntry {
         room_id: k.room_id.clone(),
@@ -80,7 +91,11 @@ pub(crate) fn backup_entry(public_key: &BackupPublicKey, k: &ExportedRoomKey, fo
         first_message_index: k.first_message_index().unwrap_or(0),
         forwarded_count: u32::from(forwarded),
         is_verified: false,
-        session_data: SessionData { ephemeral: data.ephemeral, ciphertext: data.ciphertext, mac: data.mac },
+        session_data: SessionData {
+            ephemeral: data.ephemeral,
+            ciphertext: data.ciphertext,
+            mac: data.mac,
+        },
     }
 }
 
@@ -124,13 +139,21 @@ impl Task for DecryptDigests {
                 };
                 let outcome = decrypt_session(key, &data)
                     .map_err(|err| err.to_string())
-                    .and_then(|plain| serde_json::from_slice::<BackedUpRoomKey>(&plain).map_err(|_| "not a backed-up room key".to_owned()))
+                    .and_then(|plain| {
+                        serde_json::from_slice::<BackedUpRoomKey>(&plain)
+                            .map_err(|_| "not a backed-up room key".to_owned())
+                    })
                     .map(|k| hex::encode(fingerprint(&e.room_id, &e.session_id, &k)));
                 let (digest, error) = match outcome {
                     Ok(d) => (Some(d), None),
                     Err(err) => (None, Some(err)),
                 };
-                ServerDigest { room_id: e.room_id, session_id: e.session_id, digest, error }
+                ServerDigest {
+                    room_id: e.room_id,
+                    session_id: e.session_id,
+                    digest,
+                    error,
+                }
             })
             .collect())
     }
@@ -142,9 +165,18 @@ impl Task for DecryptDigests {
 
 /// Decrypts server entries off the main thread and returns digests comparable with the store's.
 #[napi(ts_return_type = "Promise<Array<ServerDigest>>")]
-pub fn decrypt_backup_digests(private_key: Buffer, entries: Vec<BackupEntryIn>) -> Result<AsyncTask<DecryptDigests>> {
-    let bytes: [u8; 32] = private_key.as_ref().try_into().map_err(|_| invalid_argument("a backup private key has 32 bytes"))?;
-    Ok(AsyncTask::new(DecryptDigests { key: BackupDecryptionKey::from_bytes(bytes), entries }))
+pub fn decrypt_backup_digests(
+    private_key: Buffer,
+    entries: Vec<BackupEntryIn>,
+) -> Result<AsyncTask<DecryptDigests>> {
+    let bytes: [u8; 32] = private_key
+        .as_ref()
+        .try_into()
+        .map_err(|_| invalid_argument("a backup private key has 32 bytes"))?;
+    Ok(AsyncTask::new(DecryptDigests {
+        key: BackupDecryptionKey::from_bytes(bytes),
+        entries,
+    }))
 }
 
 #[napi]
@@ -156,6 +188,11 @@ pub fn encrypt_megolm_export(plaintext: Buffer, passphrase: String, rounds: u32)
 pub fn decrypt_megolm_export(text: String, passphrase: String) -> Result<Buffer> {
     megolm_backup::decrypt_export(&text, &passphrase)
         .map(|p| Buffer::from(p.to_vec()))
-        .map_err(|e| coded("WRONG_PASSPHRASE", format!("cannot read the key export: {e}"), "check the export passphrase"))
+        .map_err(|e| {
+            coded(
+                "WRONG_PASSPHRASE",
+                format!("cannot read the key export: {e}"),
+                "check the export passphrase",
+            )
+        })
 }
-

@@ -5,7 +5,8 @@
 mod backup;
 mod errors;
 mod stream;
+mod tree;
 
 pub use backup::*;
 pub use stream::*;
-
+pub use tree::*;

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use megolm_backup::{to_json_elements, BackupPublicKey, ExportedRoomKey, KeyFileItem, EXPORT_HEADER};
+use megolm_backup::{
+    to_json_elements, BackupPublicKey, ExportedRoomKey, KeyFileItem, EXPORT_HEADER,
+};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rayon::prelude::*;
@@ -104,8 +106,12 @@ fn parse_mode(mode: &str, backup_public_key: Option<&str>) -> Result<Mode> {
         "exported" => Mode::Exported,
         "digest" => Mode::Digest,
         "backup" => {
-            let key = backup_public_key.ok_or_else(|| invalid_argument("backup mode needs backupPublicKey"))?;
-            Mode::Backup(Arc::new(BackupPublicKey::from_base64(key).map_err(|e| invalid_argument(format!("backup public key: {e}")))?))
+            let key = backup_public_key
+                .ok_or_else(|| invalid_argument("backup mode needs backupPublicKey"))?;
+            Mode::Backup(Arc::new(
+                BackupPublicKey::from_base64(key)
+                    .map_err(|e| invalid_argument(format!("backup public key: {e}")))?,
+            ))
         }
         other => return Err(invalid_argument(format!("unknown stream mode {other}"))),
     })
@@ -116,7 +122,9 @@ fn parse_mode(mode: &str, backup_public_key: Option<&str>) -> Result<Mode> {
 pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream> {
     let mode = parse_mode(&options.mode, options.backup_public_key.as_deref())?;
     let start_after = match &options.start_after {
-        Some(h) if !h.is_empty() => Some(hex::decode(h).map_err(|_| invalid_argument("startAfter is not hex"))?),
+        Some(h) if !h.is_empty() => {
+            Some(hex::decode(h).map_err(|_| invalid_argument("startAfter is not hex"))?)
+        }
         _ => None,
     };
     let mut open_options = OpenOptions::new(PathBuf::from(&options.work_dir));
@@ -130,33 +138,45 @@ pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream
         open_options.cache_capacity = n as u64;
     }
     let location = StoreLocation::new(&options.crypto_store_path);
-    let store = tokio::task::spawn_blocking(move || SledStore::open(&location, open_options, &mut |_| {}))
-        .await
-        .map_err(|e| Error::from_reason(e.to_string()))?
-        .map_err(open_error)?;
+    let store =
+        tokio::task::spawn_blocking(move || SledStore::open(&location, open_options, &mut |_| {}))
+            .await
+            .map_err(|e| Error::from_reason(e.to_string()))?
+            .map_err(open_error)?;
     let store = Arc::new(store);
     let info = store_info(&store);
     let reader_store = store.clone();
-    SessionStream::start(info, Some(store), mode, options.batch_size, options.read_ahead, move |batcher| {
-        for item in reader_store.sessions(start_after) {
-            let item = match item {
-                ScanItem::Key(k) => SourceItem::Key { cursor: hex::encode(&k.sled_key), forwarded: k.key.imported, key: exported_key(k.key) },
-                ScanItem::Damaged(d) => SourceItem::Damaged {
-                    cursor: hex::encode(&d.sled_key),
-                    record: DamagedRecord {
-                        position: d.position as i64,
-                        key_hex: hex::encode(&d.sled_key),
-                        kind: d.damage.kind.as_str().to_owned(),
-                        message: d.damage.message,
+    SessionStream::start(
+        info,
+        Some(store),
+        mode,
+        options.batch_size,
+        options.read_ahead,
+        move |batcher| {
+            for item in reader_store.sessions(start_after) {
+                let item = match item {
+                    ScanItem::Key(k) => SourceItem::Key {
+                        cursor: hex::encode(&k.sled_key),
+                        forwarded: k.key.imported,
+                        key: exported_key(k.key),
                     },
-                },
-            };
-            if !batcher.push(item) {
-                return;
+                    ScanItem::Damaged(d) => SourceItem::Damaged {
+                        cursor: hex::encode(&d.sled_key),
+                        record: DamagedRecord {
+                            position: d.position as i64,
+                            key_hex: hex::encode(&d.sled_key),
+                            kind: d.damage.kind.as_str().to_owned(),
+                            message: d.damage.message,
+                        },
+                    },
+                };
+                if !batcher.push(item) {
+                    return;
+                }
             }
-        }
-        batcher.finish();
-    })
+            batcher.finish();
+        },
+    )
 }
 
 #[napi(object)]
@@ -179,12 +199,20 @@ pub struct KeyFileStreamOptions {
 pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<SessionStream> {
     let mode = parse_mode(&options.mode, options.backup_public_key.as_deref())?;
     let skip_through: Option<u64> = match &options.start_after {
-        Some(s) if !s.is_empty() => Some(s.parse().map_err(|_| invalid_argument("startAfter is not an element index"))?),
+        Some(s) if !s.is_empty() => Some(
+            s.parse()
+                .map_err(|_| invalid_argument("startAfter is not an element index"))?,
+        ),
         _ => None,
     };
     let path = PathBuf::from(&options.path);
-    let file = std::fs::File::open(&path)
-        .map_err(|e| coded("KEY_FILE", format!("cannot read {}: {e}", path.display()), "check the path given to --from"))?;
+    let file = std::fs::File::open(&path).map_err(|e| {
+        coded(
+            "KEY_FILE",
+            format!("cannot read {}: {e}", path.display()),
+            "check the path given to --from",
+        )
+    })?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut head = [0u8; EXPORT_HEADER.len()];
     let is_export = {
@@ -194,12 +222,27 @@ pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<Sessi
     };
     let export_text = if is_export {
         let passphrase = options.export_passphrase.clone().ok_or_else(|| {
-            coded("WRONG_PASSPHRASE", format!("{} is an encrypted key export", path.display()), "give its passphrase (EXPORT_PASSPHRASE or --export-passphrase-file)")
+            coded(
+                "WRONG_PASSPHRASE",
+                format!("{} is an encrypted key export", path.display()),
+                "give its passphrase (EXPORT_PASSPHRASE or --export-passphrase-file)",
+            )
         })?;
-        let text = std::fs::read_to_string(&path).map_err(|e| coded("KEY_FILE", format!("cannot read {}: {e}", path.display()), "check the path given to --from"))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            coded(
+                "KEY_FILE",
+                format!("cannot read {}: {e}", path.display()),
+                "check the path given to --from",
+            )
+        })?;
         // Check the passphrase now, so a wrong one is a clear error before anything is sent.
-        megolm_backup::decrypt_export(&text, &passphrase)
-            .map_err(|e| coded("WRONG_PASSPHRASE", format!("cannot read the key export: {e}"), "check the export passphrase"))?;
+        megolm_backup::decrypt_export(&text, &passphrase).map_err(|e| {
+            coded(
+                "WRONG_PASSPHRASE",
+                format!("cannot read the key export: {e}"),
+                "check the export passphrase",
+            )
+        })?;
         Some((text, passphrase))
     } else {
         None
@@ -214,40 +257,63 @@ pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<Sessi
         working_copy_cloned: false,
         store_bytes: bytes as i64,
     };
-    SessionStream::start(info, None, mode, options.batch_size, options.read_ahead, move |batcher| {
-        let each = |index: u64, item: KeyFileItem| {
-            if skip_through.is_some_and(|last| index <= last) {
-                return true;
-            }
-            batcher.push(match item {
-                KeyFileItem::Key(key) => {
-                    SourceItem::Key { cursor: index.to_string(), forwarded: !key.forwarding_curve25519_key_chain.is_empty(), key }
+    SessionStream::start(
+        info,
+        None,
+        mode,
+        options.batch_size,
+        options.read_ahead,
+        move |batcher| {
+            let each = |index: u64, item: KeyFileItem| {
+                if skip_through.is_some_and(|last| index <= last) {
+                    return true;
                 }
-                KeyFileItem::Malformed { kind, message } => SourceItem::Damaged {
-                    cursor: index.to_string(),
-                    record: DamagedRecord { position: index as i64, key_hex: String::new(), kind: kind.to_owned(), message },
+                batcher.push(match item {
+                    KeyFileItem::Key(key) => SourceItem::Key {
+                        cursor: index.to_string(),
+                        forwarded: !key.forwarding_curve25519_key_chain.is_empty(),
+                        key,
+                    },
+                    KeyFileItem::Malformed { kind, message } => SourceItem::Damaged {
+                        cursor: index.to_string(),
+                        record: DamagedRecord {
+                            position: index as i64,
+                            key_hex: String::new(),
+                            kind: kind.to_owned(),
+                            message,
+                        },
+                    },
+                })
+            };
+            let outcome = match &export_text {
+                Some((text, passphrase)) => {
+                    megolm_backup::for_each_exported_key(text, passphrase, each)
+                }
+                None => match std::fs::File::open(&path) {
+                    Ok(f) => megolm_backup::for_each_key(f, each),
+                    Err(e) => Err(megolm_backup::KeyFileError::Json(e.to_string())),
                 },
-            })
-        };
-        let outcome = match &export_text {
-            Some((text, passphrase)) => megolm_backup::for_each_exported_key(text, passphrase, each),
-            None => match std::fs::File::open(&path) {
-                Ok(f) => megolm_backup::for_each_key(f, each),
-                Err(e) => Err(megolm_backup::KeyFileError::Json(e.to_string())),
-            },
-        };
-        match outcome {
+            };
+            match outcome {
             Ok(()) => batcher.finish(),
             Err(megolm_backup::KeyFileError::Stopped) => {}
             Err(e) => batcher.fail(coded("KEY_FILE", format!("{}: {e}", path.display()), "give --from an extracted-keys.json, a JSON array of exported keys, or an Element key export")),
         }
-    })
+        },
+    )
 }
 
 /// One entry from a source, with the cursor that resumes after it.
 enum SourceItem {
-    Key { cursor: String, key: ExportedRoomKey, forwarded: bool },
-    Damaged { cursor: String, record: DamagedRecord },
+    Key {
+        cursor: String,
+        key: ExportedRoomKey,
+        forwarded: bool,
+    },
+    Damaged {
+        cursor: String,
+        record: DamagedRecord,
+    },
 }
 
 fn exported_key(k: RoomKey) -> ExportedRoomKey {
@@ -316,7 +382,11 @@ fn build_batch(items: Vec<SourceItem>, mode: &Mode, position: u64) -> SessionBat
     let mut keys = Vec::with_capacity(items.len());
     for item in items {
         match item {
-            SourceItem::Key { cursor, key, forwarded } => {
+            SourceItem::Key {
+                cursor,
+                key,
+                forwarded,
+            } => {
                 batch.resume_after = cursor;
                 keys.push((key, forwarded));
             }
@@ -328,11 +398,20 @@ fn build_batch(items: Vec<SourceItem>, mode: &Mode, position: u64) -> SessionBat
     }
     match mode {
         // One fresh X25519 agreement per key is the cost of a backup: spread it over the cores.
-        Mode::Backup(public_key) => batch.backup = keys.par_iter().map(|(k, forwarded)| backup_entry(public_key, k, *forwarded)).collect(),
+        Mode::Backup(public_key) => {
+            batch.backup = keys
+                .par_iter()
+                .map(|(k, forwarded)| backup_entry(public_key, k, *forwarded))
+                .collect()
+        }
         Mode::Digest => {
             batch.digests = keys
                 .iter()
-                .map(|(k, _)| KeyDigest { room_id: k.room_id.clone(), session_id: k.session_id.clone(), digest: key_digest(k) })
+                .map(|(k, _)| KeyDigest {
+                    room_id: k.room_id.clone(),
+                    session_id: k.session_id.clone(),
+                    digest: key_digest(k),
+                })
                 .collect()
         }
         Mode::Exported => {
@@ -372,12 +451,24 @@ impl SessionStream {
         let (tx, rx) = mpsc::channel(read_ahead.unwrap_or(4).max(1) as usize);
         let stop = Arc::new(AtomicBool::new(false));
         let batch_size = batch_size.unwrap_or(256).max(1) as usize;
-        let mut batcher = Batcher { mode, batch_size, stop: stop.clone(), tx, items: Vec::with_capacity(batch_size), position: 0 };
+        let mut batcher = Batcher {
+            mode,
+            batch_size,
+            stop: stop.clone(),
+            tx,
+            items: Vec::with_capacity(batch_size),
+            position: 0,
+        };
         std::thread::Builder::new()
             .name("key-reader".into())
             .spawn(move || read(&mut batcher)) // dropping the batcher's sender ends the stream
             .map_err(|e| Error::from_reason(e.to_string()))?;
-        Ok(SessionStream { receiver: tokio::sync::Mutex::new(rx), stop, info, store: Mutex::new(store) })
+        Ok(SessionStream {
+            receiver: tokio::sync::Mutex::new(rx),
+            stop,
+            info,
+            store: Mutex::new(store),
+        })
     }
 }
 

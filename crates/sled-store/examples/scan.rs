@@ -5,7 +5,9 @@ use sled_store::{OpenOptions, ScanItem, SledStore, StoreLocation};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let path = args.next().expect("usage: scan CRYPTO_STORE_PATH [PASSPHRASE] [REOPEN_AFTER_BYTES]");
+    let path = args
+        .next()
+        .expect("usage: scan CRYPTO_STORE_PATH [PASSPHRASE] [REOPEN_AFTER_BYTES]");
     let mut options = OpenOptions::new(std::env::temp_dir());
     options.passphrase = args.next().unwrap_or_default();
     if let Some(n) = args.next() {
@@ -18,7 +20,10 @@ fn main() {
     let store = SledStore::open(&StoreLocation::new(&path), options, &mut |_| {}).expect("open");
     let opened = t0.elapsed().as_secs_f64();
     let (mut keys, mut damaged) = (0u64, 0u64);
-    let limit: usize = std::env::var("SCAN_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
+    let limit: usize = std::env::var("SCAN_LIMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
     for item in store.sessions(None).take(limit) {
         match item {
             ScanItem::Key(_) => keys += 1,

@@ -65,7 +65,9 @@ pub struct StoreCipher {
 
 impl std::fmt::Debug for StoreCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreCipher").field("format", &self.format).finish_non_exhaustive()
+        f.debug_struct("StoreCipher")
+            .field("format", &self.format)
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,8 +81,9 @@ impl StoreCipher {
                 CipherFormat::Json,
             ),
             Some(_) => (
-                rmp_serde::from_slice::<EncryptedStoreCipher>(exported)
-                    .map_err(|e| CipherError::Malformed(format!("MessagePack store cipher: {e}")))?,
+                rmp_serde::from_slice::<EncryptedStoreCipher>(exported).map_err(|e| {
+                    CipherError::Malformed(format!("MessagePack store cipher: {e}"))
+                })?,
                 CipherFormat::MessagePack,
             ),
             None => return Err(CipherError::Malformed("empty store cipher".into())),
@@ -88,24 +91,40 @@ impl StoreCipher {
         let KdfInfo::Pbkdf2ToChaCha20Poly1305 { rounds, kdf_salt } = parsed.kdf_info;
         let CipherTextInfo::ChaCha20Poly1305 { nonce, ciphertext } = parsed.ciphertext_info;
         if rounds == 0 || rounds > MAX_KDF_ROUNDS {
-            return Err(CipherError::Malformed(format!("implausible KDF round count {rounds}")));
+            return Err(CipherError::Malformed(format!(
+                "implausible KDF round count {rounds}"
+            )));
         }
         if nonce.len() != 24 {
-            return Err(CipherError::Malformed(format!("nonce of {} bytes, expected 24", nonce.len())));
+            return Err(CipherError::Malformed(format!(
+                "nonce of {} bytes, expected 24",
+                nonce.len()
+            )));
         }
         let mut wrapping_key = Zeroizing::new([0u8; 32]);
-        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(passphrase.as_bytes(), &kdf_salt, rounds, wrapping_key.as_mut());
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
+            passphrase.as_bytes(),
+            &kdf_salt,
+            rounds,
+            wrapping_key.as_mut(),
+        );
         let aead = XChaCha20Poly1305::new(wrapping_key.as_ref().into());
         let keys = Zeroizing::new(
             aead.decrypt(XNonce::from_slice(&nonce), ciphertext.as_slice())
                 .map_err(|_| CipherError::WrongPassphrase)?,
         );
         if keys.len() != 64 {
-            return Err(CipherError::Malformed(format!("unwrapped key of {} bytes, expected 64", keys.len())));
+            return Err(CipherError::Malformed(format!(
+                "unwrapped key of {} bytes, expected 64",
+                keys.len()
+            )));
         }
         let mut encryption_key = Zeroizing::new([0u8; 32]);
         encryption_key.copy_from_slice(&keys[..32]);
-        Ok(StoreCipher { encryption_key, format })
+        Ok(StoreCipher {
+            encryption_key,
+            format,
+        })
     }
 
     pub fn format(&self) -> CipherFormat {
@@ -118,19 +137,30 @@ impl StoreCipher {
             return None;
         }
         let aead = XChaCha20Poly1305::new(self.encryption_key.as_ref().into());
-        aead.decrypt(XNonce::from_slice(&value.nonce), value.ciphertext.as_slice()).ok().map(Zeroizing::new)
+        aead.decrypt(
+            XNonce::from_slice(&value.nonce),
+            value.ciphertext.as_slice(),
+        )
+        .ok()
+        .map(Zeroizing::new)
     }
 
     #[cfg(test)]
     pub(crate) fn from_key(key: [u8; 32]) -> Self {
-        StoreCipher { encryption_key: Zeroizing::new(key), format: CipherFormat::Json }
+        StoreCipher {
+            encryption_key: Zeroizing::new(key),
+            format: CipherFormat::Json,
+        }
     }
 
     #[cfg(test)]
     pub(crate) fn encrypt_for_test(&self, plaintext: &[u8], nonce: [u8; 24]) -> Vec<u8> {
         let aead = XChaCha20Poly1305::new(self.encryption_key.as_ref().into());
         let ciphertext = aead.encrypt(XNonce::from_slice(&nonce), plaintext).unwrap();
-        serde_json::to_vec(&serde_json::json!({"version": 1, "ciphertext": ciphertext, "nonce": nonce.to_vec()})).unwrap()
+        serde_json::to_vec(
+            &serde_json::json!({"version": 1, "ciphertext": ciphertext, "nonce": nonce.to_vec()}),
+        )
+        .unwrap()
     }
 }
 
@@ -143,7 +173,9 @@ mod tests {
         let nonce = [9u8; 24];
         let mut k = [0u8; 32];
         pbkdf2::pbkdf2_hmac::<sha2::Sha256>(passphrase.as_bytes(), &salt, rounds, &mut k);
-        let ct = XChaCha20Poly1305::new((&k).into()).encrypt(XNonce::from_slice(&nonce), keys.as_slice()).unwrap();
+        let ct = XChaCha20Poly1305::new((&k).into())
+            .encrypt(XNonce::from_slice(&nonce), keys.as_slice())
+            .unwrap();
         serde_json::json!({
             "kdf_info": {"Pbkdf2ToChaCha20Poly1305": {"rounds": rounds, "kdf_salt": salt.to_vec()}},
             "ciphertext_info": {"ChaCha20Poly1305": {"nonce": nonce.to_vec(), "ciphertext": ct}},
@@ -157,7 +189,10 @@ mod tests {
         let cipher = StoreCipher::unlock(&json, "").unwrap();
         assert_eq!(cipher.format(), CipherFormat::Json);
         assert_eq!(*cipher.encryption_key, [42u8; 32]);
-        assert_eq!(StoreCipher::unlock(&json, "nope").unwrap_err(), CipherError::WrongPassphrase);
+        assert_eq!(
+            StoreCipher::unlock(&json, "nope").unwrap_err(),
+            CipherError::WrongPassphrase
+        );
 
         let msgpack = rmp_serde::to_vec_named(&wrap("pw", &keys, 10)).unwrap();
         let cipher = StoreCipher::unlock(&msgpack, "pw").unwrap();
@@ -166,11 +201,25 @@ mod tests {
 
     #[test]
     fn damaged_ciphers_are_classified_not_panics() {
-        assert!(matches!(StoreCipher::unlock(b"", ""), Err(CipherError::Malformed(_))));
-        assert!(matches!(StoreCipher::unlock(b"{\"kdf_info\":", ""), Err(CipherError::Malformed(_))));
-        assert!(matches!(StoreCipher::unlock(&[0x82, 0xff, 0x00], ""), Err(CipherError::Malformed(_))));
+        assert!(matches!(
+            StoreCipher::unlock(b"", ""),
+            Err(CipherError::Malformed(_))
+        ));
+        assert!(matches!(
+            StoreCipher::unlock(b"{\"kdf_info\":", ""),
+            Err(CipherError::Malformed(_))
+        ));
+        assert!(matches!(
+            StoreCipher::unlock(&[0x82, 0xff, 0x00], ""),
+            Err(CipherError::Malformed(_))
+        ));
         let absurd = serde_json::to_vec(&wrap("", &[1u8; 64], 10)).unwrap();
-        let absurd = String::from_utf8(absurd).unwrap().replace("\"rounds\":10", "\"rounds\":4000000000");
-        assert!(matches!(StoreCipher::unlock(absurd.as_bytes(), ""), Err(CipherError::Malformed(_))));
+        let absurd = String::from_utf8(absurd)
+            .unwrap()
+            .replace("\"rounds\":10", "\"rounds\":4000000000");
+        assert!(matches!(
+            StoreCipher::unlock(absurd.as_bytes(), ""),
+            Err(CipherError::Malformed(_))
+        ));
     }
 }

@@ -26,9 +26,17 @@ pub enum OpenError {
     #[error("Sled could not open the working copy of {path}: {detail}")]
     Sled { path: PathBuf, detail: String },
     #[error("not enough free space in {dir} for a private working copy of the store ({needed} bytes needed, {available} available)")]
-    NoSpace { dir: PathBuf, needed: u64, available: u64 },
+    NoSpace {
+        dir: PathBuf,
+        needed: u64,
+        available: u64,
+    },
     #[error("{context}: {source}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} is not valid bot-sdk.json: {detail}")]
     InvalidBotSdkJson { path: PathBuf, detail: String },
 }
@@ -69,7 +77,10 @@ impl OpenError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        OpenError::Io { context: context.into(), source }
+        OpenError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }
 
@@ -115,7 +126,10 @@ pub struct Damage {
 
 impl Damage {
     pub fn new(kind: DamageKind, message: impl Into<String>) -> Self {
-        Damage { kind, message: message.into() }
+        Damage {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// serde_json's messages can quote the offending value (`invalid type: string "..."`), and a
@@ -127,6 +141,13 @@ impl Damage {
             serde_json::error::Category::Data => "unexpected type",
             serde_json::error::Category::Eof => "cut short",
         };
-        Damage::new(kind, format!("{what}: {category} at line {} column {}", err.line(), err.column()))
+        Damage::new(
+            kind,
+            format!(
+                "{what}: {category} at line {} column {}",
+                err.line(),
+                err.column()
+            ),
+        )
     }
 }

@@ -17,7 +17,9 @@ pub struct StoreLocation {
 
 impl StoreLocation {
     pub fn new(crypto_store_dir: impl Into<PathBuf>) -> Self {
-        StoreLocation { crypto_store_dir: crypto_store_dir.into() }
+        StoreLocation {
+            crypto_store_dir: crypto_store_dir.into(),
+        }
     }
 
     pub fn sled_dir(&self) -> PathBuf {
@@ -46,11 +48,15 @@ impl StoreLocation {
         if !sled_dir.is_dir() || !conf.is_file() || !self.sled_db_file().is_file() {
             return Err(OpenError::NotASledStore(self.crypto_store_dir.clone()));
         }
-        let conf_bytes = std::fs::read(&conf).map_err(|e| OpenError::io(format!("cannot read {}", conf.display()), e))?;
+        let conf_bytes = std::fs::read(&conf)
+            .map_err(|e| OpenError::io(format!("cannot read {}", conf.display()), e))?;
         let text = String::from_utf8_lossy(&conf_bytes);
         match text.lines().find_map(|l| l.strip_prefix("version:")) {
             Some(v) if v.trim() == "0.34" => Ok(()),
-            Some(v) => Err(OpenError::UnsupportedSledVersion { path: sled_dir, found: v.trim().to_owned() }),
+            Some(v) => Err(OpenError::UnsupportedSledVersion {
+                path: sled_dir,
+                found: v.trim().to_owned(),
+            }),
             None => Err(OpenError::NotASledStore(self.crypto_store_dir.clone())),
         }
     }
@@ -67,8 +73,12 @@ fn read_device_id(path: &Path) -> Result<Option<String>, OpenError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(OpenError::io(format!("cannot read {}", path.display()), e)),
     };
-    let invalid = |detail: String| OpenError::InvalidBotSdkJson { path: path.to_owned(), detail };
-    let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+    let invalid = |detail: String| OpenError::InvalidBotSdkJson {
+        path: path.to_owned(),
+        detail,
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
     match json.get("deviceId") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
@@ -89,9 +99,20 @@ mod tests {
         assert!(matches!(loc.check(), Err(OpenError::NotASledStore(_))));
         std::fs::create_dir(loc.sled_dir()).unwrap();
         std::fs::write(loc.sled_dir().join("db"), b"").unwrap();
-        std::fs::write(loc.sled_dir().join("conf"), b"segment_size: 524288\nversion: 0.31\n").unwrap();
-        assert!(matches!(loc.check(), Err(OpenError::UnsupportedSledVersion { .. })));
-        std::fs::write(loc.sled_dir().join("conf"), b"segment_size: 524288\nversion: 0.34\n").unwrap();
+        std::fs::write(
+            loc.sled_dir().join("conf"),
+            b"segment_size: 524288\nversion: 0.31\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            loc.check(),
+            Err(OpenError::UnsupportedSledVersion { .. })
+        ));
+        std::fs::write(
+            loc.sled_dir().join("conf"),
+            b"segment_size: 524288\nversion: 0.34\n",
+        )
+        .unwrap();
         loc.check().unwrap();
     }
 
@@ -103,6 +124,9 @@ mod tests {
         std::fs::write(loc.bot_sdk_json(), br#"{"deviceId":"ABCDEF","rooms":{}}"#).unwrap();
         assert_eq!(loc.device_id().unwrap().as_deref(), Some("ABCDEF"));
         std::fs::write(loc.bot_sdk_json(), b"{not json").unwrap();
-        assert!(matches!(loc.device_id(), Err(OpenError::InvalidBotSdkJson { .. })));
+        assert!(matches!(
+            loc.device_id(),
+            Err(OpenError::InvalidBotSdkJson { .. })
+        ));
     }
 }

@@ -16,7 +16,8 @@ pub struct SourceLock {
 
 impl SourceLock {
     pub fn acquire(db_file: &Path) -> Result<Self, OpenError> {
-        let file = File::open(db_file).map_err(|e| OpenError::io(format!("cannot open {}", db_file.display()), e))?;
+        let file = File::open(db_file)
+            .map_err(|e| OpenError::io(format!("cannot open {}", db_file.display()), e))?;
         // SAFETY: flock on a descriptor we own; no memory is shared.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
         if rc != 0 {
@@ -27,7 +28,10 @@ impl SourceLock {
                 OpenError::io(format!("cannot lock {}", db_file.display()), err)
             });
         }
-        Ok(SourceLock { _file: file, path: db_file.to_owned() })
+        Ok(SourceLock {
+            _file: file,
+            path: db_file.to_owned(),
+        })
     }
 
     /// True when some process holds an exclusive lock (the bot), without keeping any lock.
@@ -52,9 +56,19 @@ mod tests {
         let ours = SourceLock::acquire(&db).unwrap();
         let second = SourceLock::acquire(&db).unwrap(); // shared locks coexist
         drop((ours, second));
-        let bot = std::fs::OpenOptions::new().read(true).write(true).open(&db).unwrap();
-        assert_eq!(unsafe { libc::flock(bot.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
-        assert!(matches!(SourceLock::acquire(&db), Err(OpenError::Locked(_))));
+        let bot = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&db)
+            .unwrap();
+        assert_eq!(
+            unsafe { libc::flock(bot.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        assert!(matches!(
+            SourceLock::acquire(&db),
+            Err(OpenError::Locked(_))
+        ));
         assert!(SourceLock::is_held_elsewhere(&db).unwrap());
     }
 }

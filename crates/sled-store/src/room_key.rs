@@ -100,7 +100,10 @@ pub fn decode_value(value: &[u8], cipher: Option<&StoreCipher>) -> Result<RoomKe
         let envelope: EncryptedValue = serde_json::from_slice(value)
             .map_err(|e| Damage::from_json(DamageKind::InvalidJson, "encrypted value", &e))?;
         let cipher = cipher.ok_or_else(|| {
-            Damage::new(DamageKind::DecryptionFailed, "the value is encrypted but the store has no store cipher")
+            Damage::new(
+                DamageKind::DecryptionFailed,
+                "the value is encrypted but the store has no store cipher",
+            )
         })?;
         if envelope.version != 1 {
             return Err(Damage::new(
@@ -109,7 +112,10 @@ pub fn decode_value(value: &[u8], cipher: Option<&StoreCipher>) -> Result<RoomKe
             ));
         }
         let plaintext = cipher.decrypt(&envelope).ok_or_else(|| {
-            Damage::new(DamageKind::DecryptionFailed, "the encrypted value fails its authentication check")
+            Damage::new(
+                DamageKind::DecryptionFailed,
+                "the encrypted value fails its authentication check",
+            )
         })?;
         decode_pickle(&plaintext)
     } else {
@@ -126,7 +132,10 @@ pub(crate) fn looks_encrypted_pub(value: &[u8]) -> bool {
 fn looks_encrypted(value: &[u8]) -> bool {
     let head = &value[..value.len().min(64)];
     let text = String::from_utf8_lossy(head);
-    let first_key = text.trim_start().strip_prefix('{').map(|rest| rest.trim_start());
+    let first_key = text
+        .trim_start()
+        .strip_prefix('{')
+        .map(|rest| rest.trim_start());
     matches!(first_key, Some(rest) if rest.starts_with("\"version\"") || rest.starts_with("\"ciphertext\"") || rest.starts_with("\"nonce\""))
 }
 
@@ -138,7 +147,12 @@ fn decode_pickle(json: &[u8]) -> Result<RoomKey, Damage> {
         };
         Damage::from_json(kind, "session pickle", &e)
     })?;
-    let missing = |field: &str| Damage::new(DamageKind::MissingField, format!("the pickle has no `{field}`"));
+    let missing = |field: &str| {
+        Damage::new(
+            DamageKind::MissingField,
+            format!("the pickle has no `{field}`"),
+        )
+    };
 
     let pickle_raw = loose.pickle.ok_or_else(|| missing("pickle"))?;
     if pickle_raw.get().trim_start().starts_with('"') {
@@ -152,20 +166,29 @@ fn decode_pickle(json: &[u8]) -> Result<RoomKey, Damage> {
     if pickle.initial_ratchet.inner.len() != RATCHET_LEN {
         return Err(Damage::new(
             DamageKind::InvalidPickle,
-            format!("Megolm ratchet of {} bytes, expected {RATCHET_LEN}", pickle.initial_ratchet.inner.len()),
+            format!(
+                "Megolm ratchet of {} bytes, expected {RATCHET_LEN}",
+                pickle.initial_ratchet.inner.len()
+            ),
         ));
     }
     if pickle.signing_key.len() != ED25519_LEN {
         return Err(Damage::new(
             DamageKind::InvalidPickle,
-            format!("session signing key of {} bytes, expected {ED25519_LEN}", pickle.signing_key.len()),
+            format!(
+                "session signing key of {} bytes, expected {ED25519_LEN}",
+                pickle.signing_key.len()
+            ),
         ));
     }
     if let Some(config) = &pickle.config {
         if config.version != "V1" {
             return Err(Damage::new(
                 DamageKind::InvalidPickle,
-                format!("Megolm session config {} (only V1 sessions can be backed up)", config.version),
+                format!(
+                    "Megolm session config {} (only V1 sessions can be backed up)",
+                    config.version
+                ),
             ));
         }
     }
@@ -175,7 +198,9 @@ fn decode_pickle(json: &[u8]) -> Result<RoomKey, Damage> {
     let sender_key = loose.sender_key.ok_or_else(|| missing("sender_key"))?;
     check_key32("sender_key", &sender_key)?;
     let sender_claimed_keys = loose.signing_key.ok_or_else(|| missing("signing_key"))?;
-    let ed25519 = sender_claimed_keys.get("ed25519").ok_or_else(|| missing("signing_key.ed25519"))?;
+    let ed25519 = sender_claimed_keys
+        .get("ed25519")
+        .ok_or_else(|| missing("signing_key.ed25519"))?;
     check_key32("signing_key.ed25519", ed25519)?;
     let imported = loose.imported.ok_or_else(|| missing("imported"))?;
     let algorithm = loose.algorithm.unwrap_or_else(|| MEGOLM_V1.to_owned());
@@ -186,7 +211,11 @@ fn decode_pickle(json: &[u8]) -> Result<RoomKey, Damage> {
         ));
     }
 
-    let session_key = SessionKey::new(pickle.initial_ratchet.counter, &pickle.initial_ratchet.inner, &pickle.signing_key);
+    let session_key = SessionKey::new(
+        pickle.initial_ratchet.counter,
+        &pickle.initial_ratchet.inner,
+        &pickle.signing_key,
+    );
     Ok(RoomKey {
         algorithm,
         room_id,
@@ -202,9 +231,16 @@ fn decode_pickle(json: &[u8]) -> Result<RoomKey, Damage> {
 
 /// What ruma's `RoomId` demands of a room ID (the check behind "leading sigil is incorrect or missing").
 fn validate_room_id(room_id: &str) -> Result<(), Damage> {
-    let bad = |why: &str| Damage::new(DamageKind::InvalidRoomId, format!("room_id {room_id:?} {why}"));
+    let bad = |why: &str| {
+        Damage::new(
+            DamageKind::InvalidRoomId,
+            format!("room_id {room_id:?} {why}"),
+        )
+    };
     if !room_id.starts_with('!') {
-        return Err(bad("lacks its leading '!' (leading sigil is incorrect or missing)"));
+        return Err(bad(
+            "lacks its leading '!' (leading sigil is incorrect or missing)",
+        ));
     }
     match room_id.split_once(':') {
         Some((local, server)) if local.len() > 1 && !server.is_empty() => {}
@@ -220,7 +256,10 @@ fn check_key32(field: &str, b64: &str) -> Result<(), Damage> {
     let decoded = STANDARD_NO_PAD.decode(b64.trim_end_matches('='));
     match decoded {
         Ok(bytes) if bytes.len() == 32 => Ok(()),
-        _ => Err(Damage::new(DamageKind::InvalidPickle, format!("`{field}` is not a base64 32-byte key"))),
+        _ => Err(Damage::new(
+            DamageKind::InvalidPickle,
+            format!("`{field}` is not a base64 32-byte key"),
+        )),
     }
 }
 
@@ -230,7 +269,9 @@ mod tests {
 
     fn pickle_json(room_id: &str, counter: u32) -> serde_json::Value {
         // The upstream known answer: this signing key has session ID XbmrPa1kMwmdtNYng1B2gsfoo8UtF+NklzsTZiaVKyY.
-        let signing_key = STANDARD_NO_PAD.decode("XbmrPa1kMwmdtNYng1B2gsfoo8UtF+NklzsTZiaVKyY").unwrap();
+        let signing_key = STANDARD_NO_PAD
+            .decode("XbmrPa1kMwmdtNYng1B2gsfoo8UtF+NklzsTZiaVKyY")
+            .unwrap();
         serde_json::json!({
             "pickle": {
                 "initial_ratchet": {"inner": (0..128).map(|i| i as u8).collect::<Vec<_>>(), "counter": counter},
@@ -251,7 +292,10 @@ mod tests {
     fn plaintext_pickle_becomes_an_exported_key() {
         let value = serde_json::to_vec(&pickle_json("!room:example.org", 7)).unwrap();
         let key = decode_value(&value, None).unwrap();
-        assert_eq!(key.session_id, "XbmrPa1kMwmdtNYng1B2gsfoo8UtF+NklzsTZiaVKyY");
+        assert_eq!(
+            key.session_id,
+            "XbmrPa1kMwmdtNYng1B2gsfoo8UtF+NklzsTZiaVKyY"
+        );
         assert_eq!(key.first_message_index, 7);
         assert_eq!(key.algorithm, MEGOLM_V1);
         let bytes = key.session_key.as_bytes();
@@ -265,20 +309,36 @@ mod tests {
         let cipher = StoreCipher::from_key([3u8; 32]);
         let plain = serde_json::to_vec(&pickle_json("!a:b", 0)).unwrap();
         let sealed = cipher.encrypt_for_test(&plain, [1u8; 24]);
-        assert_eq!(decode_value(&sealed, Some(&cipher)).unwrap().room_id, "!a:b");
+        assert_eq!(
+            decode_value(&sealed, Some(&cipher)).unwrap().room_id,
+            "!a:b"
+        );
         assert_eq!(decode_value(&plain, Some(&cipher)).unwrap().room_id, "!a:b");
-        assert_eq!(decode_value(&sealed, None).unwrap_err().kind, DamageKind::DecryptionFailed);
+        assert_eq!(
+            decode_value(&sealed, None).unwrap_err().kind,
+            DamageKind::DecryptionFailed
+        );
         let mut flipped: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
         let first = flipped["ciphertext"][0].as_u64().unwrap();
         flipped["ciphertext"][0] = (first ^ 1).into();
         let flipped = serde_json::to_vec(&flipped).unwrap();
-        assert_eq!(decode_value(&flipped, Some(&cipher)).unwrap_err().kind, DamageKind::DecryptionFailed);
+        assert_eq!(
+            decode_value(&flipped, Some(&cipher)).unwrap_err().kind,
+            DamageKind::DecryptionFailed
+        );
     }
 
     #[test]
     fn each_kind_of_damage_is_named() {
-        let kind = |v: serde_json::Value| decode_value(&serde_json::to_vec(&v).unwrap(), None).unwrap_err().kind;
-        assert_eq!(kind(pickle_json("room:example.org", 0)), DamageKind::InvalidRoomId);
+        let kind = |v: serde_json::Value| {
+            decode_value(&serde_json::to_vec(&v).unwrap(), None)
+                .unwrap_err()
+                .kind
+        };
+        assert_eq!(
+            kind(pickle_json("room:example.org", 0)),
+            DamageKind::InvalidRoomId
+        );
         let mut v = pickle_json("!r:s", 0);
         v.as_object_mut().unwrap().remove("sender_key");
         assert_eq!(kind(v), DamageKind::MissingField);
@@ -289,8 +349,18 @@ mod tests {
         v["pickle"] = serde_json::json!("bGlib2xtIHBpY2tsZQ");
         assert_eq!(kind(v), DamageKind::LegacyPickle);
         let full = serde_json::to_vec(&pickle_json("!r:s", 0)).unwrap();
-        assert_eq!(decode_value(&full[..full.len() / 2], None).unwrap_err().kind, DamageKind::InvalidJson);
-        assert_eq!(decode_value(&[0xde, 0xad, 0xbe, 0xef], None).unwrap_err().kind, DamageKind::InvalidJson);
+        assert_eq!(
+            decode_value(&full[..full.len() / 2], None)
+                .unwrap_err()
+                .kind,
+            DamageKind::InvalidJson
+        );
+        assert_eq!(
+            decode_value(&[0xde, 0xad, 0xbe, 0xef], None)
+                .unwrap_err()
+                .kind,
+            DamageKind::InvalidJson
+        );
     }
 
     #[test]

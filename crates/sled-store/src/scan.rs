@@ -15,7 +15,10 @@ use crate::store::{KeepAlive, INBOUND_GROUP_SESSIONS};
 const READ_RETRIES: u32 = 3;
 /// Sled's flusher would write into the working copy on a timer; a reader has nothing to flush.
 pub(crate) fn open_sled(dir: &Path, cache_capacity: u64) -> Result<sled::Db, OpenError> {
-    let config = sled::Config::new().path(dir).cache_capacity(cache_capacity).flush_every_ms(None);
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_capacity)
+        .flush_every_ms(None);
     let mut last_err = String::new();
     // A Db dropped a moment ago can still hold its file lock while its threads wind down.
     for attempt in 0..20 {
@@ -34,7 +37,10 @@ pub(crate) fn open_sled(dir: &Path, cache_capacity: u64) -> Result<sled::Db, Ope
         }
         std::thread::sleep(std::time::Duration::from_millis(25 * (attempt + 1)));
     }
-    Err(OpenError::Sled { path: dir.to_owned(), detail: last_err })
+    Err(OpenError::Sled {
+        path: dir.to_owned(),
+        detail: last_err,
+    })
 }
 
 #[derive(Debug)]
@@ -114,7 +120,12 @@ impl SessionScanner {
             release_freed_memory();
         }
         let db = open_sled(&self.dir, self.cache_capacity)?;
-        let tree = db.open_tree(INBOUND_GROUP_SESSIONS).map_err(|e| OpenError::Sled { path: self.dir.clone(), detail: e.to_string() })?;
+        let tree = db
+            .open_tree(INBOUND_GROUP_SESSIONS)
+            .map_err(|e| OpenError::Sled {
+                path: self.dir.clone(),
+                detail: e.to_string(),
+            })?;
         let start = match (&self.restart_at, &self.last_key) {
             (Some(at), _) => Bound::Included(at.clone()),
             (None, Some(last)) => Bound::Excluded(last.clone()),
@@ -137,7 +148,11 @@ impl SessionScanner {
     }
 
     fn damaged(&mut self, sled_key: Vec<u8>, damage: Damage) -> ScanItem {
-        let item = ScanItem::Damaged(DamagedEntry { position: self.position, sled_key, damage });
+        let item = ScanItem::Damaged(DamagedEntry {
+            position: self.position,
+            sled_key,
+            damage,
+        });
         self.position += 1;
         item
     }
@@ -156,7 +171,9 @@ impl Iterator for SessionScanner {
                     // The copy opened once already; failing now is damage Sled found on re-reading.
                     self.done = true;
                     let key = self.last_key.clone().unwrap_or_default();
-                    return Some(self.damaged(key, Damage::new(DamageKind::ReadError, e.to_string())));
+                    return Some(
+                        self.damaged(key, Damage::new(DamageKind::ReadError, e.to_string())),
+                    );
                 }
             }
             match self.next_raw() {
@@ -173,8 +190,16 @@ impl Iterator for SessionScanner {
                     let position = self.position;
                     self.position += 1;
                     return Some(match decode_value(&v, self.cipher.as_deref()) {
-                        Ok(key) => ScanItem::Key(ScannedKey { position, sled_key: k.to_vec(), key }),
-                        Err(damage) => ScanItem::Damaged(DamagedEntry { position, sled_key: k.to_vec(), damage }),
+                        Ok(key) => ScanItem::Key(ScannedKey {
+                            position,
+                            sled_key: k.to_vec(),
+                            key,
+                        }),
+                        Err(damage) => ScanItem::Damaged(DamagedEntry {
+                            position,
+                            sled_key: k.to_vec(),
+                            damage,
+                        }),
                     });
                 }
                 Some(Err(message)) => {
@@ -184,7 +209,11 @@ impl Iterator for SessionScanner {
                         continue;
                     }
                     // Step over the unreadable spot: restart at ever larger successors of the last good key.
-                    let from = self.restart_at.clone().or_else(|| self.last_key.clone()).unwrap_or_default();
+                    let from = self
+                        .restart_at
+                        .clone()
+                        .or_else(|| self.last_key.clone())
+                        .unwrap_or_default();
                     match step_over(&from, self.retries - READ_RETRIES) {
                         Some(next_start) => {
                             let damage = Damage::new(
@@ -201,7 +230,13 @@ impl Iterator for SessionScanner {
                         None => {
                             self.done = true;
                             let last = self.last_key.clone().unwrap_or_default();
-                            return Some(self.damaged(last, Damage::new(DamageKind::ReadError, format!("Sled could not read the rest of the tree: {message}"))));
+                            return Some(self.damaged(
+                                last,
+                                Damage::new(
+                                    DamageKind::ReadError,
+                                    format!("Sled could not read the rest of the tree: {message}"),
+                                ),
+                            ));
                         }
                     }
                 }
@@ -214,7 +249,11 @@ impl Iterator for SessionScanner {
 /// so each step skips a larger key range (the damaged node's range is unknown). `None` when the key
 /// space is exhausted.
 fn step_over(key: &[u8], step: u32) -> Option<Vec<u8>> {
-    let mut key = if key.is_empty() { vec![0u8] } else { key.to_vec() };
+    let mut key = if key.is_empty() {
+        vec![0u8]
+    } else {
+        key.to_vec()
+    };
     let keep = key.len().saturating_sub(step as usize - 1).max(1);
     key.truncate(keep);
     while let Some(last) = key.last_mut() {

@@ -31,7 +31,12 @@ pub struct OpenOptions {
 
 impl OpenOptions {
     pub fn new(work_dir: impl Into<PathBuf>) -> Self {
-        OpenOptions { passphrase: String::new(), work_dir: work_dir.into(), cache_capacity: 16 << 20, reopen_after_bytes: 4 << 20 }
+        OpenOptions {
+            passphrase: String::new(),
+            work_dir: work_dir.into(),
+            cache_capacity: 16 << 20,
+            reopen_after_bytes: 4 << 20,
+        }
     }
 }
 
@@ -71,12 +76,24 @@ impl SledStore {
         let copy = WorkingCopy::create(&location.sled_dir(), &options.work_dir, progress)?;
         let db = open_sled(copy.sled_dir(), options.cache_capacity)?;
 
-        let sled_err = |e: sled::Error| OpenError::Sled { path: location.sled_dir(), detail: e.to_string() };
-        let store_version = db.get("store_version").map_err(sled_err)?.and_then(|v| v.first().copied());
-        let has_inbound_tree = db.tree_names().iter().any(|n| n.as_ref() == INBOUND_GROUP_SESSIONS.as_bytes());
+        let sled_err = |e: sled::Error| OpenError::Sled {
+            path: location.sled_dir(),
+            detail: e.to_string(),
+        };
+        let store_version = db
+            .get("store_version")
+            .map_err(sled_err)?
+            .and_then(|v| v.first().copied());
+        let has_inbound_tree = db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == INBOUND_GROUP_SESSIONS.as_bytes());
         if let Some(version) = store_version {
             if version <= 3 {
-                return Err(OpenError::LegacyStore { path: location.sled_dir(), version });
+                return Err(OpenError::LegacyStore {
+                    path: location.sled_dir(),
+                    version,
+                });
             }
         }
         if !has_inbound_tree {
@@ -85,10 +102,15 @@ impl SledStore {
 
         let cipher = match db.get(b"store_cipher\xff").map_err(sled_err)? {
             None => None,
-            Some(exported) => Some(Arc::new(StoreCipher::unlock(&exported, &options.passphrase).map_err(|e| match e {
-                CipherError::WrongPassphrase => OpenError::WrongPassphrase(location.sled_dir()),
-                CipherError::Malformed(detail) => OpenError::CorruptCipher { path: location.sled_dir(), detail },
-            })?)),
+            Some(exported) => Some(Arc::new(
+                StoreCipher::unlock(&exported, &options.passphrase).map_err(|e| match e {
+                    CipherError::WrongPassphrase => OpenError::WrongPassphrase(location.sled_dir()),
+                    CipherError::Malformed(detail) => OpenError::CorruptCipher {
+                        path: location.sled_dir(),
+                        detail,
+                    },
+                })?,
+            )),
         };
 
         let (account_user_id, account_device_id) = read_account_identity(&db, cipher.as_deref());
@@ -124,7 +146,10 @@ impl SledStore {
             start_after,
             self.options.cache_capacity,
             self.options.reopen_after_bytes,
-            KeepAlive { _copy: self.copy.clone(), _lock: self._lock.clone() },
+            KeepAlive {
+                _copy: self.copy.clone(),
+                _lock: self._lock.clone(),
+            },
         )
     }
 }
@@ -136,20 +161,31 @@ pub struct KeepAlive {
     _lock: Arc<SourceLock>,
 }
 
-fn read_account_identity(db: &sled::Db, cipher: Option<&StoreCipher>) -> (Option<String>, Option<String>) {
+fn read_account_identity(
+    db: &sled::Db,
+    cipher: Option<&StoreCipher>,
+) -> (Option<String>, Option<String>) {
     let account = (|| {
-        let tree = db.tree_names().into_iter().find(|n| n.as_ref() == b"account")?;
+        let tree = db
+            .tree_names()
+            .into_iter()
+            .find(|n| n.as_ref() == b"account")?;
         let tree = db.open_tree(tree).ok()?;
         let value = tree.get(b"account\xff").ok()??;
-        let json: serde_json::Value = if value.first() == Some(&b'{') && !crate::room_key::looks_encrypted_pub(&value) {
-            serde_json::from_slice(&value).ok()?
-        } else {
-            let envelope = serde_json::from_slice(&value).ok()?;
-            serde_json::from_slice(&cipher?.decrypt(&envelope)?).ok()?
-        };
+        let json: serde_json::Value =
+            if value.first() == Some(&b'{') && !crate::room_key::looks_encrypted_pub(&value) {
+                serde_json::from_slice(&value).ok()?
+            } else {
+                let envelope = serde_json::from_slice(&value).ok()?;
+                serde_json::from_slice(&cipher?.decrypt(&envelope)?).ok()?
+            };
         Some((
-            json.get("user_id").and_then(|v| v.as_str()).map(str::to_owned),
-            json.get("device_id").and_then(|v| v.as_str()).map(str::to_owned),
+            json.get("user_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            json.get("device_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
         ))
     })();
     account.unwrap_or((None, None))

@@ -35,14 +35,26 @@ impl WorkingCopy {
     ) -> Result<Self, OpenError> {
         create_private_dir(work_parent)?;
         remove_stale_copies(work_parent);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let root = work_parent.join(format!("{PREFIX}{}-{nanos:08x}", std::process::id()));
         create_private_dir(&root)?;
-        let mut copy = WorkingCopy { sled_dir: root.join("matrix-sdk-crypto"), root, cloned: true, bytes: 0 };
+        let mut copy = WorkingCopy {
+            sled_dir: root.join("matrix-sdk-crypto"),
+            root,
+            cloned: true,
+            bytes: 0,
+        };
 
         let files = list_files(source_sled_dir)?;
         let total: u64 = files.iter().map(|(_, len)| len).sum();
-        let mut state = CopyProgress { bytes_done: 0, bytes_total: total, cloned: true };
+        let mut state = CopyProgress {
+            bytes_done: 0,
+            bytes_total: total,
+            cloned: true,
+        };
         progress(state);
         // The biggest file first: whether it clones decides whether we need the space at all.
         let mut files = files;
@@ -54,9 +66,10 @@ impl WorkingCopy {
             if let Some(parent) = dst.parent() {
                 create_private_dir(parent)?;
             }
-            let src_file = File::open(&src).map_err(|e| OpenError::io(format!("cannot read {}", src.display()), e))?;
+            let src_file = File::open(&src)
+                .map_err(|e| OpenError::io(format!("cannot read {}", src.display()), e))?;
             let dst_file = create_private_file(&dst)?;
-            if try_clone(&src_file, &dst_file) {
+            if tree_copy::try_clone(&src_file, &dst_file) {
                 state.bytes_done += len;
                 progress(state);
                 continue;
@@ -70,7 +83,12 @@ impl WorkingCopy {
                 state.bytes_done += n;
                 progress(state);
             })
-            .map_err(|e| OpenError::io(format!("cannot copy {} into {}", src.display(), dst.display()), e))?;
+            .map_err(|e| {
+                OpenError::io(
+                    format!("cannot copy {} into {}", src.display(), dst.display()),
+                    e,
+                )
+            })?;
         }
         copy.cloned = state.cloned;
         copy.bytes = total;
@@ -90,9 +108,16 @@ impl Drop for WorkingCopy {
 
 fn create_private_dir(dir: &Path) -> Result<(), OpenError> {
     use std::os::unix::fs::DirBuilderExt;
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => Ok(()),
-        Err(e) => Err(OpenError::io(format!("cannot create the working folder {}", dir.display()), e)),
+        Err(e) => Err(OpenError::io(
+            format!("cannot create the working folder {}", dir.display()),
+            e,
+        )),
     }
 }
 
@@ -107,34 +132,35 @@ fn create_private_file(path: &Path) -> Result<File, OpenError> {
 }
 
 fn list_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>, OpenError> {
-    let mut out = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let abs = dir.join(&rel);
-        let entries = fs::read_dir(&abs).map_err(|e| OpenError::io(format!("cannot list {}", abs.display()), e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| OpenError::io(format!("cannot list {}", abs.display()), e))?;
-            let meta = entry.metadata().map_err(|e| OpenError::io(format!("cannot stat {}", entry.path().display()), e))?;
-            let child = rel.join(entry.file_name());
-            if meta.is_dir() {
-                stack.push(child);
-            } else if meta.is_file() {
-                out.push((child, meta.len()));
-            }
-        }
-    }
-    Ok(out)
+    let tree = tree_copy::list_tree(dir).map_err(|e| {
+        OpenError::io(
+            format!("cannot list {}", dir.display()),
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    Ok(tree
+        .files
+        .into_iter()
+        .map(|f| (f.relative, f.metadata.len()))
+        .collect())
 }
 
 /// Removes copies left by runs that were killed (their process is gone).
 fn remove_stale_copies(parent: &Path) {
-    let Ok(entries) = fs::read_dir(parent) else { return };
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
         // SAFETY: kill with signal 0 only checks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
         if !alive {
             let _ = fs::remove_dir_all(entry.path());
         }
@@ -142,48 +168,52 @@ fn remove_stale_copies(parent: &Path) {
 }
 
 fn check_space(dir: &Path, needed: u64) -> Result<(), OpenError> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|_| OpenError::io("invalid path", std::io::ErrorKind::InvalidInput.into()))?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statvfs writes into the struct we pass.
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return Ok(()); // cannot tell: let the copy itself fail with ENOSPC
-    }
-    let available = stat.f_bavail as u64 * stat.f_frsize as u64;
+    // Unknown free space: let the copy itself fail with ENOSPC.
+    let Some(available) = tree_copy::available_space(dir) else {
+        return Ok(());
+    };
     // Sled appends a snapshot to the copy when it opens it: keep a margin.
     let needed_with_margin = needed + needed / 50 + (16 << 20);
     if available < needed_with_margin {
-        return Err(OpenError::NoSpace { dir: dir.to_owned(), needed: needed_with_margin, available });
+        return Err(OpenError::NoSpace {
+            dir: dir.to_owned(),
+            needed: needed_with_margin,
+            available,
+        });
     }
     Ok(())
-}
-
-#[cfg(target_os = "linux")]
-fn try_clone(src: &File, dst: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    const FICLONE: libc::c_ulong = 0x4004_9409;
-    // SAFETY: FICLONE takes the source descriptor as its argument; both descriptors are open.
-    unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) == 0 }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn try_clone(_src: &File, _dst: &File) -> bool {
-    false
 }
 
 const CHUNK: usize = 64 << 20;
 
 #[cfg(target_os = "linux")]
-fn copy_contents(src: &File, dst: &File, len: u64, done: &mut dyn FnMut(u64)) -> std::io::Result<()> {
+fn copy_contents(
+    src: &File,
+    dst: &File,
+    len: u64,
+    done: &mut dyn FnMut(u64),
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let mut copied = 0u64;
     while copied < len {
         let want = CHUNK.min((len - copied) as usize);
         // SAFETY: null offsets make the kernel use and advance both files' positions.
-        let n = unsafe { libc::copy_file_range(src.as_raw_fd(), std::ptr::null_mut(), dst.as_raw_fd(), std::ptr::null_mut(), want, 0) };
+        let n = unsafe {
+            libc::copy_file_range(
+                src.as_raw_fd(),
+                std::ptr::null_mut(),
+                dst.as_raw_fd(),
+                std::ptr::null_mut(),
+                want,
+                0,
+            )
+        };
         if n < 0 {
             let err = std::io::Error::last_os_error();
-            let unsupported = matches!(err.raw_os_error(), Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL));
+            let unsupported = matches!(
+                err.raw_os_error(),
+                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL)
+            );
             if unsupported && copied == 0 {
                 return copy_by_reading(src, dst, done);
             }
@@ -199,11 +229,20 @@ fn copy_contents(src: &File, dst: &File, len: u64, done: &mut dyn FnMut(u64)) ->
 }
 
 #[cfg(not(target_os = "linux"))]
-fn copy_contents(src: &File, dst: &File, _len: u64, done: &mut dyn FnMut(u64)) -> std::io::Result<()> {
+fn copy_contents(
+    src: &File,
+    dst: &File,
+    _len: u64,
+    done: &mut dyn FnMut(u64),
+) -> std::io::Result<()> {
     copy_by_reading(src, dst, done)
 }
 
-fn copy_by_reading(mut src: &File, mut dst: &File, done: &mut dyn FnMut(u64)) -> std::io::Result<()> {
+fn copy_by_reading(
+    mut src: &File,
+    mut dst: &File,
+    done: &mut dyn FnMut(u64),
+) -> std::io::Result<()> {
     use std::io::{Read, Write};
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -233,9 +272,15 @@ mod tests {
         let mut last = CopyProgress::default();
         let copy = WorkingCopy::create(src.path(), work.path(), &mut |p| last = p).unwrap();
         assert_eq!(last.bytes_done, last.bytes_total);
-        assert_eq!(fs::read(copy.sled_dir().join("db")).unwrap(), vec![5u8; 3 << 20]);
+        assert_eq!(
+            fs::read(copy.sled_dir().join("db")).unwrap(),
+            vec![5u8; 3 << 20]
+        );
         assert_eq!(fs::read(copy.sled_dir().join("blobs/1")).unwrap(), b"blob");
-        let mode = fs::metadata(copy.sled_dir().join("db")).unwrap().permissions().mode();
+        let mode = fs::metadata(copy.sled_dir().join("db"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let root = copy.root.clone();
         drop(copy);
