@@ -328,14 +328,12 @@ fn exported_key(k: RoomKey) -> ExportedRoomKey {
     }
 }
 
-/// Gathers source items into batches, converts them for the mode, and sends them; `push` and
-/// `finish` block while the channel is full (the backpressure) and report false once the consumer
-/// has gone.
+/// Gathers source items into batches and hands them to the converter thread; `push` and `finish`
+/// block while the pipeline is full (the backpressure) and report false once the consumer has gone.
 struct Batcher {
-    mode: Mode,
     batch_size: usize,
     stop: Arc<AtomicBool>,
-    tx: mpsc::Sender<Result<SessionBatch>>,
+    to_converter: std::sync::mpsc::SyncSender<Result<(Vec<SourceItem>, u64)>>,
     items: Vec<SourceItem>,
     position: u64,
 }
@@ -357,15 +355,25 @@ impl Batcher {
         if !self.items.is_empty() && !self.flush() {
             return;
         }
-        let _ = self.tx.blocking_send(Err(error));
+        let _ = self.to_converter.send(Err(error));
     }
 
     fn flush(&mut self) -> bool {
         if self.stop.load(Ordering::Relaxed) {
             return false;
         }
-        let batch = build_batch(std::mem::take(&mut self.items), &self.mode, self.position);
-        self.tx.blocking_send(Ok(batch)).is_ok()
+        let items = std::mem::replace(&mut self.items, Vec::with_capacity(self.batch_size));
+        self.to_converter.send(Ok((items, self.position))).is_ok()
+    }
+}
+
+/// Converts batches for the mode (encryption, on every core) while the reader reads the next one.
+fn convert_batches(mode: Mode, from_reader: std::sync::mpsc::Receiver<Result<(Vec<SourceItem>, u64)>>, tx: mpsc::Sender<Result<SessionBatch>>) {
+    for raw in from_reader {
+        let batch = raw.map(|(items, position)| build_batch(items, &mode, position));
+        if tx.blocking_send(batch).is_err() {
+            return; // the consumer closed the stream; dropping the receiver stops the reader
+        }
     }
 }
 
@@ -451,14 +459,13 @@ impl SessionStream {
         let (tx, rx) = mpsc::channel(read_ahead.unwrap_or(4).max(1) as usize);
         let stop = Arc::new(AtomicBool::new(false));
         let batch_size = batch_size.unwrap_or(256).max(1) as usize;
-        let mut batcher = Batcher {
-            mode,
-            batch_size,
-            stop: stop.clone(),
-            tx,
-            items: Vec::with_capacity(batch_size),
-            position: 0,
-        };
+        // One raw batch waits between reader and converter: enough to overlap them, no more.
+        let (to_converter, from_reader) = std::sync::mpsc::sync_channel(1);
+        let mut batcher = Batcher { batch_size, stop: stop.clone(), to_converter, items: Vec::with_capacity(batch_size), position: 0 };
+        std::thread::Builder::new()
+            .name("key-converter".into())
+            .spawn(move || convert_batches(mode, from_reader, tx))
+            .map_err(|e| Error::from_reason(e.to_string()))?;
         std::thread::Builder::new()
             .name("key-reader".into())
             .spawn(move || read(&mut batcher)) // dropping the batcher's sender ends the stream

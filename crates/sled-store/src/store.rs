@@ -24,8 +24,9 @@ pub struct OpenOptions {
     pub cache_capacity: u64,
     /// Sled keeps every node it has visited resident until the `Db` is dropped, whatever
     /// `cache_capacity` says (measured: about the bytes read, page cache size irrelevant), so the
-    /// scanner reopens the working copy after reading this many bytes. 4 MiB keeps the reader
-    /// under 30 MB resident at about 10% of scan speed (docs/benchmarks.md).
+    /// scanner reopens the working copy after reading this many bytes. Each reopen costs about
+    /// as much as reading what it bounds a second time: 16 MiB keeps the reader near 40 MB
+    /// resident whatever the store size, for about a third of its speed (docs/benchmarks.md).
     pub reopen_after_bytes: u64,
 }
 
