@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
+use matrix_sdk_crypto::store::CryptoStore;
+
 use crate::damage;
 use crate::write::*;
 use crate::Args;
@@ -57,6 +59,7 @@ pub async fn write_case(case: &str, dir: &Path, args: &Args) -> Result<()> {
             let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50 };
             standard(case, dir, plan).await
         }
+        "bloated" => bloated(case, dir, args).await,
         "mixed-upgrade" => mixed_upgrade(case, dir).await,
         "damaged" => damaged(case, dir, Some("")).await,
         "damaged-plain" => damaged(case, dir, None).await,
@@ -102,6 +105,20 @@ async fn standard(case: &str, dir: &Path, plan: Plan) -> Result<()> {
     h["identity_keys"] = json!({"curve25519": identity.curve25519.to_base64(), "ed25519": identity.ed25519.to_base64()});
     h["events"] = Value::Array(events);
     write_expected(dir, h, &keys_path)
+}
+
+/// A store that years of running made big: every session written `rewrites` more times through
+/// the genuine store (as a bot re-saves sessions), so Sled's log holds many dead versions of each
+/// value and the store is far bigger on disk than its live data.
+async fn bloated(case: &str, dir: &Path, args: &Args) -> Result<()> {
+    standard(case, dir, Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 10 }).await?;
+    let store_dir = dir.join("store");
+    let store = open_store(&store_dir, Some(""))?;
+    let sessions = store.get_inbound_group_sessions().await?;
+    for _ in 0..args.rewrites {
+        save(&store, None, sessions.clone()).await?;
+    }
+    Ok(())
 }
 
 /// bot-sdk 0.6.5 → 0.6.6: sessions written without a passphrase, then the store reopened with `""`

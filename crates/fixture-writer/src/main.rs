@@ -29,6 +29,8 @@ pub struct Args {
     pub cases: Vec<String>,
     pub sessions: usize,
     pub rooms: usize,
+    /// `bloated`: how many times every session is written again.
+    pub rewrites: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -37,12 +39,14 @@ fn parse_args() -> Result<Args> {
     let mut cases = Vec::new();
     let mut sessions = 3000;
     let mut rooms = 5;
+    let mut rewrites = 20;
     while let Some(a) = it.next() {
         match a.as_str() {
             "--case" => cases.push(it.next().unwrap_or_default()),
             "--sessions" => sessions = it.next().unwrap_or_default().parse()?,
             "--rooms" => rooms = it.next().unwrap_or_default().parse()?,
-            "-h" | "--help" => bail!("usage: fixture-writer OUT_DIR [--case NAME]... [--sessions N] [--rooms R]\ncases: {} many", SMALL_CASES.join(" ")),
+            "--rewrites" => rewrites = it.next().unwrap_or_default().parse()?,
+            "-h" | "--help" => bail!("usage: fixture-writer OUT_DIR [--case NAME]... [--sessions N] [--rooms R] [--rewrites W]\ncases: {} many bloated", SMALL_CASES.join(" ")),
             other if out.is_none() => out = Some(std::path::PathBuf::from(other)),
             other => bail!("unexpected argument {other}"),
         }
@@ -51,7 +55,7 @@ fn parse_args() -> Result<Args> {
     if cases.is_empty() {
         cases = SMALL_CASES.iter().map(|s| s.to_string()).collect();
     }
-    Ok(Args { out, cases, sessions, rooms })
+    Ok(Args { out, cases, sessions, rooms, rewrites })
 }
 
 #[tokio::main(flavor = "current_thread")]
