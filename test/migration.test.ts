@@ -11,23 +11,13 @@ import { runCli, type CliResult } from './helpers/cli.js';
 import { committedFixture, generatedFixture, keyIdentity, treeHashes, type Fixture } from './helpers/fixtures.js';
 import { api, freshUser, useSynapse, type WithSynapse } from './helpers/homeserver.js';
 import { decryptBackup, decryptEvents, importBackedUp, newMachine, recoveryKeyToBase64, type ServerBackup } from './helpers/oracle.js';
+import { envFor, recoveryKeys, serverKeys, tempDir } from './helpers/migration.js';
 
 const test = anyTest as TestFn<WithSynapse>;
 useSynapse(test);
 
-async function tempDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'mig-'));
-  t.teardown(() => fs.rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
-function envFor(f: Fixture, baseUrl: string, token: string, mig: string): Record<string, string> {
-  return { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig, HOMESERVER_URL: baseUrl, ACCESS_TOKEN: token, STORE_PASSPHRASE: f.expected.passphrase ?? '' };
-}
 
-function recoveryKeys(text: string): { base58: string; base64: string } {
-  return { base58: /^recovery_key: (.+)$/m.exec(text)![1]!, base64: /^recovery_key_base64: (.+)$/m.exec(text)![1]! };
-}
 
 test('all: the backup holds every key, and the wasm OlmMachine restores history from recovery-key.txt alone', async (t) => {
   const { synapse } = t.context;
@@ -98,12 +88,6 @@ async function uploadUntilKilled(f: Fixture, env: Record<string, string>): Promi
   return runCli(['upload', '--body-limit', '16384', '--in-flight', '1'], env, { killWhen: (stderr) => /uploading: 1,\d{3}/.test(stderr) });
 }
 
-async function serverKeys(synapse: WithSynapse['synapse'], token: string, recoveryKeyText: string): Promise<string[]> {
-  const version = await api<{ version: string }>(synapse, token, 'GET', '/_matrix/client/v3/room_keys/version');
-  const backup = await api<ServerBackup>(synapse, token, 'GET', `/_matrix/client/v3/room_keys/keys?version=${version.json.version}`);
-  const decrypted = await decryptBackup(recoveryKeys(recoveryKeyText).base64, backup.json);
-  return [...decrypted].flatMap(([roomId, sessions]) => [...sessions].map(([sessionId, k]) => keyIdentity({ ...(k as never), room_id: roomId, session_id: sessionId }))).sort();
-}
 
 test('upload --from extracted-keys.json and --from an Element export: exactly the store\'s keys; a tampered entry is caught', async (t) => {
   const { synapse } = t.context;

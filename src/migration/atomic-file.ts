@@ -24,6 +24,7 @@ export class AtomicFile {
   static async create(target: string, mode = PRIVATE_FILE): Promise<AtomicFile> {
     const dir = path.dirname(target);
     const temp = path.join(dir, `.${path.basename(target)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+    await removeAbandonedTemps(dir, path.basename(target));
     try {
       const handle = await fs.open(temp, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, mode);
       await handle.chmod(mode); // the umask may have narrowed or the mode been ignored
@@ -64,6 +65,35 @@ export class AtomicFile {
       await this.handle.close().catch(() => undefined);
     }
     await fs.rm(this.temp, { force: true });
+  }
+}
+
+/**
+ * A run killed mid-write leaves its temporary file (for extracted-keys.json: plaintext keys) behind;
+ * the next write of the same file removes those whose process is gone.
+ */
+async function removeAbandonedTemps(dir: string, base: string): Promise<void> {
+  const prefix = `.${base}.tmp-`;
+  let names: string[];
+  try {
+    names = await fs.readdir(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length).split('-')[0]);
+    if (!Number.isInteger(pid) || pid === process.pid || processAlive(pid)) continue;
+    await fs.rm(path.join(dir, name), { force: true });
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
