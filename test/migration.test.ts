@@ -4,11 +4,12 @@
  * recorded events. Then the hard cases: resume after SIGKILL, a replaced version, secrets.
  */
 import anyTest, { type TestFn } from 'ava';
+import { spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runCli, type CliResult } from './helpers/cli.js';
-import { committedFixture, generatedFixture, keyIdentity, treeHashes, type Fixture } from './helpers/fixtures.js';
+import { committedFixture, copyFixture, generatedFixture, keyIdentity, treeHashes, type Fixture } from './helpers/fixtures.js';
 import { api, freshUser, useSynapse, type WithSynapse } from './helpers/homeserver.js';
 import { decryptBackup, decryptEvents, importBackedUp, newMachine, recoveryKeyToBase64, type ServerBackup } from './helpers/oracle.js';
 import { envFor, recoveryKeys, serverKeys, tempDir } from './helpers/migration.js';
@@ -203,14 +204,43 @@ test('an existing backup with another key: refused (exit 10) unless FORCE_NEW_BA
   t.regex(forced.stdout, /Status: COMPLETE/);
 });
 
-test('secrets never reach stdout, stderr or the state file', async (t) => {
+/** Every file under `dir` but the store copies inside backups (the store itself, 0700) and the named ones. */
+async function filesUnder(dir: string, except: string[]): Promise<{ name: string; text: string }[]> {
+  const out: { name: string; text: string }[] = [];
+  for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    if (entry.isDirectory()) {
+      if (entry.name !== 'crypto-store-sled') out.push(...(await filesUnder(p, except)));
+    } else if (!except.includes(entry.name)) out.push({ name: p, text: (await fs.readFile(p)).toString('latin1') });
+  }
+  return out;
+}
+
+test('secrets never reach stdout, stderr, process titles or any file but the 0600 key files', async (t) => {
   const { synapse } = t.context;
-  const f = committedFixture('plain');
+  const f = copyFixture(committedFixture('plain'));
+  t.teardown(() => fs.rm(f.dir, { recursive: true, force: true }));
   const user = await freshUser(synapse);
+  // the bot's old device, as bot-sdk.json names it, so that delete-device has something to delete
+  const old = await api<{ device_id: string }>(synapse, '', 'POST', '/_matrix/client/v3/login', {
+    type: 'm.login.password', identifier: { type: 'm.id.user', user: user.userId }, password: user.password, device_id: f.expected.device_id,
+  });
+  t.is(old.json.device_id, f.expected.device_id);
   const mig = await tempDir(t);
-  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
-  const runs = [await runCli(['all', '--verbose'], env), await runCli(['verify', '--verbose'], env), await runCli(['upload', '--restart', '--verbose'], env)];
-  for (const r of runs) t.is(r.code, 0, r.stderr);
+  const exportPassphrase = 'a passphrase nobody may see';
+  const env = { ...envFor(f, synapse.baseUrl, user.accessToken, mig), EXPORT_PASSPHRASE: exportPassphrase, MIGRATION_PASSWORD: user.password, MIGRATION_CONFIRM: f.expected.device_id };
+
+  // Process titles of everything running meanwhile (ours and anything we might spawn).
+  const titles: string[] = [];
+  const sampler = setInterval(() => titles.push(spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout), 30);
+  const runs: CliResult[] = [];
+  for (const args of [['backup'], ['all', '--verbose'], ['verify', '--verbose'], ['upload', '--restart', '--verbose'], ['extract', '--format', 'megolm-export', '--verbose'], ['delete-device', '--verbose']]) {
+    runs.push(await runCli(args, env));
+    t.is(runs[runs.length - 1]!.code, 0, `${args[0]}: ${runs[runs.length - 1]!.stderr}`);
+  }
+  clearInterval(sampler);
+  t.true(titles.length > 0);
+
   const keys = recoveryKeys(await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8'));
   const privateKey = await fs.readFile(path.join(mig, 'backup-private-key.bin'));
   const secrets = [
@@ -218,12 +248,17 @@ test('secrets never reach stdout, stderr or the state file', async (t) => {
     keys.base58.replace(/ /g, ''),
     keys.base64,
     privateKey.toString('hex'),
-    privateKey.toString('base64'),
+    privateKey.toString('base64').replace(/=+$/, ''),
     user.accessToken,
+    user.password,
+    exportPassphrase,
     ...f.expected.keys.map((k) => k.session_key.replace(/=+$/, '')),
   ];
-  const outputs = [...runs.flatMap((r) => [r.stdout, r.stderr]), await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8'), await fs.readFile(path.join(mig, 'backup-public-key.txt'), 'utf8')];
+  const files = await filesUnder(mig, ['recovery-key.txt', 'backup-private-key.bin']);
+  t.true(files.some((x) => x.name.endsWith('metadata.json')) && files.some((x) => x.name.endsWith('element-keys.txt')) && files.some((x) => x.name.endsWith('migration-state.json')));
+  const outputs = [...runs.flatMap((r) => [r.stdout, r.stderr]), ...titles, ...files.map((x) => x.text)];
   for (const secret of secrets) {
     for (const text of outputs) t.false(text.includes(secret), `a secret (${secret.slice(0, 6)}…) leaked`);
   }
+  for (const file of ['recovery-key.txt', 'backup-private-key.bin', 'element-keys.txt']) t.is((await fs.stat(path.join(mig, file))).mode & 0o777, 0o600, file);
 });

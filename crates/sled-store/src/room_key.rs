@@ -370,4 +370,48 @@ mod tests {
         let damage = decode_value(&serde_json::to_vec(&v).unwrap(), None).unwrap_err();
         assert!(!damage.message.contains("SECRET"), "{}", damage.message);
     }
+
+    /// Random and mutated values, plaintext and encrypted: always Ok or a classified damage, never
+    /// a panic (the scanner also catches panics, but a decoder should not rely on that).
+    #[test]
+    fn mutated_values_are_classified_never_panics() {
+        let cipher = StoreCipher::from_key([9u8; 32]);
+        let plain = serde_json::to_vec(&pickle_json("!a:b", 3)).unwrap();
+        let encrypted = cipher.encrypt_for_test(&plain, [5u8; 24]);
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        let (mut ok, mut damaged) = (0, 0);
+        for round in 0..20_000 {
+            let base = if round % 2 == 0 { &plain } else { &encrypted };
+            let mut v = base.clone();
+            match next() % 5 {
+                0 => {
+                    let i = next() % v.len();
+                    v[i] ^= 1 << (next() % 8);
+                }
+                1 => v.truncate(next() % v.len()),
+                2 => {
+                    let i = next() % v.len();
+                    v.insert(i, (next() % 256) as u8);
+                }
+                3 => {
+                    let (a, b) = (next() % v.len(), next() % v.len());
+                    let (a, b) = (a.min(b), a.max(b));
+                    let chunk = v[a..b].to_vec();
+                    v.splice(a..a, chunk);
+                }
+                _ => v = (0..next() % 300).map(|_| (next() % 256) as u8).collect(),
+            }
+            let result = std::panic::catch_unwind(|| decode_value(&v, Some(&cipher)).map(|_| ()));
+            match result {
+                Ok(Ok(())) => ok += 1,
+                Ok(Err(_)) => damaged += 1,
+                Err(_) => panic!("decode_value panicked on round {round}"),
+            }
+        }
+        assert!(damaged > 15_000 && ok > 0, "ok {ok}, damaged {damaged}");
+    }
 }

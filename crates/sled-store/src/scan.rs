@@ -77,6 +77,10 @@ pub struct SessionScanner {
     iter: Option<(sled::Db, sled::Iter)>,
     /// Bytes (keys and values) read since the last open.
     read_since_open: u64,
+    opened_at: std::time::Instant,
+    /// How long the last open took: Sled replays its log and rewrites its snapshot on every open,
+    /// so this grows with the store's size on disk.
+    open_cost: std::time::Duration,
     position: u64,
     retries: u32,
     done: bool,
@@ -101,6 +105,8 @@ impl SessionScanner {
             restart_at: None,
             iter: None,
             read_since_open: 0,
+            opened_at: std::time::Instant::now(),
+            open_cost: std::time::Duration::ZERO,
             position: 0,
             retries: 0,
             done: false,
@@ -113,12 +119,24 @@ impl SessionScanner {
         self.position
     }
 
+    /// Reopening bounds memory (Sled keeps what it read until the `Db` goes) but costs an open,
+    /// which on a store of many GB takes seconds. So: not before `reopen_after_bytes` were read,
+    /// then as soon as reading has taken REOPEN_OVERHEAD times the last open (opens cost at most
+    /// 1/REOPEN_OVERHEAD of the time), and in any case after MAX_READ_BETWEEN_OPENS (memory).
+    fn time_to_reopen(&self) -> bool {
+        const REOPEN_OVERHEAD: u32 = 4;
+        const MAX_READ_BETWEEN_OPENS: u64 = 128 << 20;
+        self.read_since_open >= self.reopen_after_bytes
+            && (self.opened_at.elapsed() >= self.open_cost * REOPEN_OVERHEAD || self.read_since_open >= MAX_READ_BETWEEN_OPENS.max(self.reopen_after_bytes))
+    }
+
     fn open_iter(&mut self) -> Result<(), OpenError> {
         if self.iter.take().is_some() {
             // Dropping the old Db (it holds the file lock) frees the nodes it read, but glibc keeps
             // freed memory of non-main threads in per-thread arenas: hand it back to the system.
             release_freed_memory();
         }
+        let started = std::time::Instant::now();
         let db = open_sled(&self.dir, self.cache_capacity)?;
         let tree = db
             .open_tree(INBOUND_GROUP_SESSIONS)
@@ -134,6 +152,8 @@ impl SessionScanner {
         let iter = tree.range::<Vec<u8>, _>((start, Bound::Unbounded));
         self.iter = Some((db, iter));
         self.read_since_open = 0;
+        self.open_cost = started.elapsed();
+        self.opened_at = std::time::Instant::now();
         Ok(())
     }
 
@@ -166,7 +186,7 @@ impl Iterator for SessionScanner {
             if self.done {
                 return None;
             }
-            if self.iter.is_none() || self.read_since_open >= self.reopen_after_bytes {
+            if self.iter.is_none() || self.time_to_reopen() {
                 if let Err(e) = self.open_iter() {
                     // The copy opened once already; failing now is damage Sled found on re-reading.
                     self.done = true;

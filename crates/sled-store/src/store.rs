@@ -23,10 +23,9 @@ pub struct OpenOptions {
     /// Sled's page cache; its default (1 GB) is far more than a streaming read needs.
     pub cache_capacity: u64,
     /// Sled keeps every node it has visited resident until the `Db` is dropped, whatever
-    /// `cache_capacity` says (measured: about the bytes read, page cache size irrelevant), so the
-    /// scanner reopens the working copy after reading this many bytes. Each reopen costs about
-    /// as much as reading what it bounds a second time: 16 MiB keeps the reader near 40 MB
-    /// resident whatever the store size, for about a third of its speed (docs/benchmarks.md).
+    /// `cache_capacity` says (measured: about half the bytes read; page cache size irrelevant), so
+    /// the scanner reopens the working copy: at the earliest after this many bytes, later when
+    /// opens are slow (big stores), at the latest after 128 MiB (`SessionScanner::time_to_reopen`).
     pub reopen_after_bytes: u64,
 }
 
