@@ -9,7 +9,8 @@
  * set once V8 runs, so `node lib/cli.js` works too, only with a higher peak.
  */
 import { Builtins, Cli } from 'clipanion';
-import { EXIT_CODES } from './errors.js';
+import { caFileFrom, relaunchTrusting } from './ca-file.js';
+import { EXIT_CODES, reportError } from './errors.js';
 import { closeAllStreams } from './store/sessions.js';
 import { AllCommand } from './commands/all.js';
 import { BackupCommand } from './commands/backup.js';
@@ -46,9 +47,21 @@ function onSignal(signal: NodeJS.Signals) {
   process.exit(signal === 'SIGINT' ? EXIT_CODES.INTERRUPTED : 143);
 }
 
-process.on('SIGINT', onSignal);
-process.on('SIGTERM', onSignal);
+async function main(argv: string[]): Promise<number> {
+  const caFile = caFileFrom(argv, process.env);
+  if (caFile) {
+    try {
+      const code = await relaunchTrusting(caFile, argv);
+      if (code !== undefined) return code;
+    } catch (e) {
+      return reportError(e);
+    }
+  }
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const exitCode = await run(argv);
+  closeAllStreams();
+  return exitCode;
+}
 
-const exitCode = await run(process.argv.slice(2));
-closeAllStreams();
-process.exitCode = exitCode;
+process.exitCode = await main(process.argv.slice(2));

@@ -146,7 +146,7 @@ test('a damaged migration-state.json: exit 12 naming the file and the fix', asyn
   t.regex(r.stderr, /migration-state.json is damaged.*move it aside/);
 });
 
-test('a self-signed certificate is refused naming the fix; with NODE_EXTRA_CA_CERTS the same run succeeds', async (t) => {
+test('a self-signed certificate is refused naming --ca-file; with --ca-file (and with CA_FILE) the same run succeeds', async (t) => {
   const { synapse } = t.context;
   const dir = await tempDir(t);
   const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { cwd: dir });
@@ -167,7 +167,13 @@ test('a self-signed certificate is refused naming the fix; with NODE_EXTRA_CA_CE
   const mig = path.join(dir, 'mig');
   const refused = await runCli(['enable'], envFor(f, url, user.accessToken, mig));
   t.is(refused.code, 8, refused.stderr);
-  t.regex(refused.stderr, /certificate was refused.*NODE_EXTRA_CA_CERTS/);
-  const accepted = await runCli(['all'], { ...envFor(f, url, user.accessToken, mig), NODE_EXTRA_CA_CERTS: path.join(dir, 'cert.pem') });
+  t.regex(refused.stderr, /certificate was refused.*--ca-file FILE \(CA_FILE\)/);
+  const accepted = await runCli(['all', '--ca-file', path.join(dir, 'cert.pem')], envFor(f, url, user.accessToken, mig));
   t.is(accepted.code, 0, accepted.stderr);
+  t.regex(accepted.stdout, /Status: COMPLETE/);
+  const viaEnv = await runCli(['verify'], { ...envFor(f, url, user.accessToken, mig), CA_FILE: path.join(dir, 'cert.pem') });
+  t.is(viaEnv.code, 0, viaEnv.stderr);
+  const missing = await runCli(['verify', '--ca-file', path.join(dir, 'nope.pem')], envFor(f, url, user.accessToken, mig));
+  t.is(missing.code, 2);
+  t.regex(missing.stderr, /CA file .* does not exist/);
 });

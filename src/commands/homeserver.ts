@@ -9,6 +9,8 @@ import { BaseCommand } from './base.js';
 
 export abstract class HomeserverCommand extends BaseCommand {
   homeserverUrl = Option.String('--homeserver-url', { env: 'HOMESERVER_URL', description: 'The homeserver\'s client API base URL (HOMESERVER_URL)' });
+  // Applied before the command runs (src/ca-file.ts); declared here so that it parses and shows in --help.
+  caFile = Option.String('--ca-file', { env: 'CA_FILE', description: 'PEM certificate of a private CA that signed the homeserver\'s certificate (CA_FILE)' });
   accessToken = Option.String('--access-token', { env: 'ACCESS_TOKEN', description: 'The bot\'s access token (ACCESS_TOKEN; prefer the variable: a flag shows in the process list)' });
 
   protected client(): MatrixClient {

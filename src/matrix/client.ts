@@ -185,7 +185,7 @@ function tlsError(e: unknown): ToolError | undefined {
   return new ToolError(
     'TLS',
     `the homeserver's TLS certificate was refused (${code})`,
-    'if the homeserver uses a private CA, set NODE_EXTRA_CA_CERTS to its certificate file (PEM) and rerun; never disable verification',
+    'if the homeserver uses a private CA, pass its certificate with --ca-file FILE (CA_FILE) and rerun; never disable verification',
   );
 }
 
