@@ -93,7 +93,15 @@ pub fn copy_tree(
             .open(&dst_path)
             .map_err(TreeError::io("cannot create", &dst_path))?;
         let cloned = try_clone(&src, &dst);
-        let sha256 = if cloned { stream(&src, None, progress) } else { copy_in_kernel_and_hash(&src, &dst, file.metadata.len(), progress) }
+        let sha256 = if cloned {
+            stream(&src, None, progress)
+        } else {
+            match copy_direct_and_hash(&src, &dst, &dst_path, file.metadata.len(), progress) {
+                Ok(Some(digest)) => Ok(digest),
+                Ok(None) => copy_in_kernel_and_hash(&src, &dst, file.metadata.len(), progress),
+                Err(e) => Err(e),
+            }
+        }
             .map_err(TreeError::io("cannot copy", &src_path))?;
         keep_mode_and_times(&dst, &file.metadata)
             .map_err(TreeError::io("cannot set the mode and times of", &dst_path))?;
@@ -213,6 +221,113 @@ fn keep_mode_and_times(file: &File, meta: &fs::Metadata) -> std::io::Result<()> 
         times = times.set_modified(t);
     }
     file.set_times(times)
+}
+
+/// A 4096-aligned buffer, as O_DIRECT needs.
+struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the buffer is plain memory owned by one thread at a time (it moves through channels).
+unsafe impl Send for AlignedBuf {}
+
+const ALIGN: usize = 4096;
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(len, ALIGN).expect("a valid layout");
+        // SAFETY: a non-zero size; zeroed so that the padding of a last partial block is defined.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        AlignedBuf { ptr: std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout)), len }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `len` bytes were allocated for `ptr` and this is the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), std::alloc::Layout::from_size_align(self.len, ALIGN).expect("a valid layout")) }
+    }
+}
+
+/// Where the filesystem takes O_DIRECT: read each chunk once into an aligned buffer, hash it on a
+/// second thread, and write it to the copy with O_DIRECT on a third — the write goes from our
+/// buffer to the disk without a copy into the page cache, so the CPU is left to SHA-256 and
+/// reading, hashing and writing overlap. `None` where O_DIRECT is not available (tmpfs, ...).
+#[cfg(target_os = "linux")]
+fn copy_direct_and_hash(src: &File, dst: &File, dst_path: &Path, len: u64, progress: &Progress) -> std::io::Result<Option<[u8; 32]>> {
+    use std::os::unix::fs::FileExt;
+    if len < (CHUNK as u64) {
+        return Ok(None); // small files: not worth the setup
+    }
+    let direct = match fs::OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(dst_path) {
+        Ok(f) => f,
+        Err(_) => return Ok(None),
+    };
+    type Filled = (AlignedBuf, u64, usize);
+    let (to_hasher, hasher_in) = sync_channel::<Filled>(BUFFERS);
+    let (to_writer, writer_in) = sync_channel::<Filled>(BUFFERS);
+    let (give_back, returned) = sync_channel::<AlignedBuf>(BUFFERS + 1);
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut sha = Sha256::new();
+            for (mut buf, offset, n) in hasher_in {
+                sha.update(&buf.as_mut_slice()[..n]);
+                progress.add_bytes(n as u64);
+                if to_writer.send((buf, offset, n)).is_err() {
+                    break;
+                }
+            }
+            <[u8; 32]>::from(sha.finalize())
+        });
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            for (mut buf, offset, n) in writer_in {
+                let padded = n.div_ceil(ALIGN) * ALIGN;
+                buf.as_mut_slice()[n..padded].fill(0);
+                direct.write_all_at(&buf.as_mut_slice()[..padded], offset)?;
+                let _ = give_back.send(buf);
+            }
+            direct.sync_all()
+        });
+        let outcome = (|| -> std::io::Result<()> {
+            let mut spare: Vec<AlignedBuf> = (0..BUFFERS).map(|_| AlignedBuf::new(CHUNK)).collect();
+            let mut offset = 0u64;
+            while offset < len {
+                progress.check().map_err(|_| std::io::Error::new(std::io::ErrorKind::Interrupted, "cancelled"))?;
+                let mut buf = match spare.pop() {
+                    Some(b) => b,
+                    None => match returned.recv() {
+                        Ok(b) => b,
+                        Err(_) => return Ok(()), // the writer stopped: its error is reported below
+                    },
+                };
+                let n = CHUNK.min((len - offset) as usize);
+                src.read_exact_at(&mut buf.as_mut_slice()[..n], offset)?;
+                if to_hasher.send((buf, offset, n)).is_err() {
+                    return Ok(());
+                }
+                offset += n as u64;
+            }
+            Ok(())
+        })();
+        drop(to_hasher);
+        let digest = hasher.join().expect("hashing does not panic");
+        writer.join().expect("writing does not panic")?;
+        outcome?;
+        // The last block was written padded to the alignment: cut the copy to the source's length.
+        dst.set_len(len)?;
+        Ok(Some(digest))
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn copy_direct_and_hash(_src: &File, _dst: &File, _dst_path: &Path, _len: u64, _progress: &Progress) -> std::io::Result<Option<[u8; 32]>> {
+    Ok(None)
 }
 
 /// The copy itself in the kernel (`copy_file_range`: no copy through user memory, which on this
