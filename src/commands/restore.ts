@@ -7,7 +7,7 @@ export class RestoreCommand extends BaseCommand {
   static override usage = Command.Usage({
     description: 'Roll back: put a verified backup of the Sled store back in place (the current store is renamed, never deleted)',
     details:
-      'Checks every file of the backup against checksums.sha256 first and refuses on any mismatch. Refuses while the bot runs. The current crypto store folder is renamed to <folder>.before-restore-<timestamp>; the backup is copied beside it, verified, renamed into place and verified again.',
+      'Checks every file of the backup against checksums.sha256 first and refuses on any mismatch. Refuses while the bot runs. The current crypto store folder is renamed to <folder>.before-restore-<timestamp>; the backup is copied beside it, read back and verified, then renamed into place.',
   });
 
   from = Option.String('--from', { description: 'The backup folder (default: the newest complete migration-backup-* in MIGRATION_DIR)' });

@@ -68,11 +68,17 @@ export class AtomicFile {
   }
 }
 
+/** Targets swept in this process: the state file is rewritten after every upload request. */
+const swept = new Set<string>();
+
 /**
  * A run killed mid-write leaves its temporary file (for extracted-keys.json: plaintext keys) behind;
- * the next write of the same file removes those whose process is gone.
+ * the first write of the same file in the next run removes those whose process is gone.
  */
 async function removeAbandonedTemps(dir: string, base: string): Promise<void> {
+  const key = path.join(dir, base);
+  if (swept.has(key)) return;
+  swept.add(key);
   const prefix = `.${base}.tmp-`;
   let names: string[];
   try {

@@ -224,8 +224,8 @@ export async function readBackup(dir: string): Promise<{ metadata: BackupMetadat
 }
 
 /** Re-reads every byte of a backup and checks it against its list. */
-export async function checkBackup(dir: string, out: Output): Promise<BackupCheck> {
-  const { metadata, checksums } = await readBackup(dir);
+export async function checkBackup(dir: string, out: Output, read?: { metadata: BackupMetadata; checksums: string }): Promise<BackupCheck> {
+  const { metadata, checksums } = read ?? (await readBackup(dir));
   const result = await runJob(native().startTreeVerify(dir, checksums, [CHECKSUMS_FILE, METADATA_FILE], undefined), 'verifying', out);
   return { dir, metadata, mismatches: result.mismatches, bytes: result.bytes };
 }
@@ -277,10 +277,12 @@ export async function restoreStore(opts: RestoreOptions): Promise<RestorePlan> {
   const target = opts.cryptoStorePath;
   const stamp = timestampName(new Date()).replace('migration-backup-', '');
   const current = await exists(target);
-  const plan: RestorePlan = { backup, target, movedAside: current ? `${target}.before-restore-${stamp}` : undefined, metadata: (await readBackup(backup)).metadata };
+  const read = await readBackup(backup);
+  const { checksums } = read;
+  const plan: RestorePlan = { backup, target, movedAside: current ? `${target}.before-restore-${stamp}` : undefined, metadata: read.metadata };
 
   out.info(`checking every file of ${backup} against its checksums`);
-  const check = await checkBackup(backup, out);
+  const check = await checkBackup(backup, out, read);
   if (check.mismatches.length) {
     throw new ToolError('BACKUP_INVALID', `${backup} does not match its checksums: ${describeMismatches(check.mismatches)}`, 'this backup cannot be trusted: restore another one (--from); nothing was changed');
   }
@@ -292,8 +294,9 @@ export async function restoreStore(opts: RestoreOptions): Promise<RestorePlan> {
     await fs.rm(incoming, { recursive: true, force: true });
     try {
       await runJob(native().startTreeCopy(path.join(backup, BACKUP_STORE_FOLDER), incoming), 'restoring', out);
-      const { checksums } = await readBackup(backup);
-      const copied = await runJob(native().startTreeVerify(incoming, checksums, [], BACKUP_STORE_FOLDER), 'verifying the copy', out);
+      // The result, read back from disk before it replaces anything; the rename below moves the
+      // same files into place without touching their bytes.
+      const copied = await runJob(native().startTreeVerify(incoming, checksums, [], BACKUP_STORE_FOLDER), 'verifying the result', out);
       if (copied.mismatches.length) {
         throw new ToolError('IO_ERROR', `the restored copy does not match the backup: ${describeMismatches(copied.mismatches)}`, 'check the disk; the current store was not touched');
       }
@@ -303,12 +306,6 @@ export async function restoreStore(opts: RestoreOptions): Promise<RestorePlan> {
     } catch (e) {
       await fs.rm(incoming, { recursive: true, force: true }).catch(() => undefined);
       throw e;
-    }
-    // The result, read back from where the bot will open it.
-    const { checksums } = await readBackup(backup);
-    const final = await runJob(native().startTreeVerify(target, checksums, [], BACKUP_STORE_FOLDER), 'verifying the result', out);
-    if (final.mismatches.length) {
-      throw new ToolError('IO_ERROR', `the restored store does not match the backup: ${describeMismatches(final.mismatches)}`, `check the disk; the previous store is at ${plan.movedAside ?? '(there was none)'}`);
     }
     return plan;
   } finally {

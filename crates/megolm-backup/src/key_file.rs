@@ -1,6 +1,7 @@
 //! Reading keys that already exist as files, for `upload --from`: `extracted-keys.json` (an object
 //! whose `keys` array holds the keys), a bare JSON array of keys, or Element's encrypted
-//! "MEGOLM SESSION DATA" export. Streamed element by element, so memory stays flat whatever the
+//! "MEGOLM SESSION DATA" export (one authenticated blob: the caller decrypts it with
+//! `decrypt_export` and hands the plaintext here). Streamed element by element, so memory stays flat whatever the
 //! size of the file; a malformed element is reported and the rest goes on.
 
 use std::fmt;
@@ -10,7 +11,6 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::value::RawValue;
 use zeroize::Zeroizing;
 
-use crate::export_file::{decrypt_export, ExportError};
 use crate::exported_key::ExportedRoomKey;
 
 /// What one element of a key file turned out to be.
@@ -25,8 +25,6 @@ pub enum KeyFileItem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("{0}")]
-    Export(#[from] ExportError),
     #[error("not a key file: {0}")]
     Json(String),
     #[error("stopped by the consumer")]
@@ -55,16 +53,6 @@ pub fn for_each_key(
         Err(e) if e.to_string().starts_with(STOPPED) => Err(KeyFileError::Stopped),
         Err(e) => Err(KeyFileError::Json(e.to_string())),
     }
-}
-
-/// Element's export: decrypted whole (it is one authenticated blob), then read like a JSON array.
-pub fn for_each_exported_key(
-    text: &str,
-    passphrase: &str,
-    each: impl FnMut(u64, KeyFileItem) -> bool,
-) -> Result<(), KeyFileError> {
-    let plaintext = decrypt_export(text, passphrase)?;
-    for_each_key(&plaintext[..], each)
 }
 
 fn classify(raw: Box<RawValue>) -> KeyFileItem {

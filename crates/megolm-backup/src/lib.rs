@@ -15,7 +15,7 @@ pub use backup_data::{
 pub use encrypt::{decrypt_session, encrypt_room_key, encrypt_session, DecryptError, SessionData};
 pub use export_file::{decrypt_export, encrypt_export, ExportError, DEFAULT_EXPORT_ROUNDS};
 pub use exported_key::{to_json_elements, ExportedRoomKey};
-pub use key_file::{for_each_exported_key, for_each_key, KeyFileError, KeyFileItem, EXPORT_HEADER};
+pub use key_file::{for_each_key, KeyFileError, KeyFileItem, EXPORT_HEADER};
 pub use recovery_key::{parse_any, BackupDecryptionKey, BackupPublicKey, KeyFormatError};
 
 use base64::engine::general_purpose::{GeneralPurposeConfig, STANDARD_NO_PAD};

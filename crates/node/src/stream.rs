@@ -220,7 +220,7 @@ pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<Sessi
         let n = (&file).read(&mut head).unwrap_or(0);
         &head[..n] == EXPORT_HEADER.as_bytes()
     };
-    let export_text = if is_export {
+    let export_plaintext = if is_export {
         let passphrase = options.export_passphrase.clone().ok_or_else(|| {
             coded(
                 "WRONG_PASSPHRASE",
@@ -235,15 +235,16 @@ pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<Sessi
                 "check the path given to --from",
             )
         })?;
-        // Check the passphrase now, so a wrong one is a clear error before anything is sent.
-        megolm_backup::decrypt_export(&text, &passphrase).map_err(|e| {
+        // Decrypted here, once (it is one authenticated blob): a wrong passphrase is a clear error
+        // before anything is sent, and the reader thread parses the plaintext.
+        let plaintext = megolm_backup::decrypt_export(&text, &passphrase).map_err(|e| {
             coded(
                 "WRONG_PASSPHRASE",
                 format!("cannot read the key export: {e}"),
                 "check the export passphrase",
             )
         })?;
-        Some((text, passphrase))
+        Some(plaintext)
     } else {
         None
     };
@@ -285,10 +286,8 @@ pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<Sessi
                     },
                 })
             };
-            let outcome = match &export_text {
-                Some((text, passphrase)) => {
-                    megolm_backup::for_each_exported_key(text, passphrase, each)
-                }
+            let outcome = match &export_plaintext {
+                Some(plaintext) => megolm_backup::for_each_key(&plaintext[..], each),
                 None => match std::fs::File::open(&path) {
                     Ok(f) => megolm_backup::for_each_key(f, each),
                     Err(e) => Err(megolm_backup::KeyFileError::Json(e.to_string())),

@@ -186,56 +186,26 @@ fn check_space(dir: &Path, needed: u64) -> Result<(), OpenError> {
 
 const CHUNK: usize = 64 << 20;
 
-#[cfg(target_os = "linux")]
 fn copy_contents(
     src: &File,
     dst: &File,
     len: u64,
     done: &mut dyn FnMut(u64),
 ) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     let mut copied = 0u64;
     while copied < len {
         let want = CHUNK.min((len - copied) as usize);
-        // SAFETY: null offsets make the kernel use and advance both files' positions.
-        let n = unsafe {
-            libc::copy_file_range(
-                src.as_raw_fd(),
-                std::ptr::null_mut(),
-                dst.as_raw_fd(),
-                std::ptr::null_mut(),
-                want,
-                0,
-            )
-        };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            let unsupported = matches!(
-                err.raw_os_error(),
-                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL)
-            );
-            if unsupported && copied == 0 {
-                return copy_by_reading(src, dst, done);
+        match tree_copy::kernel_copy(src, dst, copied, want)? {
+            None if copied == 0 => return copy_by_reading(src, dst, done),
+            None => return Err(std::io::Error::other("copy_file_range stopped working mid-file")),
+            Some(0) => break, // the file shrank under us: copy what is there
+            Some(n) => {
+                copied += n as u64;
+                done(n as u64);
             }
-            return Err(err);
         }
-        if n == 0 {
-            break; // the file shrank under us: copy what is there
-        }
-        copied += n as u64;
-        done(n as u64);
     }
     dst.sync_all()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn copy_contents(
-    src: &File,
-    dst: &File,
-    _len: u64,
-    done: &mut dyn FnMut(u64),
-) -> std::io::Result<()> {
-    copy_by_reading(src, dst, done)
 }
 
 fn copy_by_reading(

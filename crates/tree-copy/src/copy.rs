@@ -387,7 +387,7 @@ fn copy_in_kernel_and_hash(src: &File, dst: &File, len: u64, progress: &Progress
 
 /// One `copy_file_range` call at explicit offsets; `None` where the kernel or filesystem cannot.
 #[cfg(target_os = "linux")]
-fn kernel_copy(src: &File, dst: &File, offset: u64, len: usize) -> std::io::Result<Option<usize>> {
+pub fn kernel_copy(src: &File, dst: &File, offset: u64, len: usize) -> std::io::Result<Option<usize>> {
     use std::os::fd::AsRawFd;
     let mut off_in = offset as i64;
     let mut off_out = offset as i64;
@@ -404,7 +404,7 @@ fn kernel_copy(src: &File, dst: &File, offset: u64, len: usize) -> std::io::Resu
 }
 
 #[cfg(not(target_os = "linux"))]
-fn kernel_copy(_src: &File, _dst: &File, _offset: u64, _len: usize) -> std::io::Result<Option<usize>> {
+pub fn kernel_copy(_src: &File, _dst: &File, _offset: u64, _len: usize) -> std::io::Result<Option<usize>> {
     Ok(None)
 }
 

@@ -10,7 +10,7 @@ mod progress;
 mod tree;
 
 pub use checksums::{format_checksums, lines_under, parse_checksums, ChecksumError, ChecksumLine};
-pub use copy::{copy_tree, hash_tree, verify_tree, CopyReport, FileDigest, Mismatch, MismatchKind};
+pub use copy::{copy_tree, kernel_copy, hash_tree, verify_tree, CopyReport, FileDigest, Mismatch, MismatchKind};
 pub use fs_ops::{available_space, try_clone};
 pub use progress::Progress;
 pub use tree::{list_tree, Tree, TreeEntry};
