@@ -14,6 +14,7 @@ import { EXIT_CODES, reportError } from './errors.js';
 import { closeAllStreams } from './store/sessions.js';
 import { AllCommand } from './commands/all.js';
 import { BackupCommand } from './commands/backup.js';
+import { ConvertCommand } from './commands/convert.js';
 import { RestoreCommand } from './commands/restore.js';
 import { TOOL_VERSION } from './version.js';
 import { DeleteDeviceCommand } from './commands/delete-device.js';
@@ -23,7 +24,7 @@ import { UploadCommand } from './commands/upload.js';
 import { VerifyCommand } from './commands/verify.js';
 
 
-export const COMMANDS = [BackupCommand, RestoreCommand, ExtractCommand, EnableCommand, UploadCommand, VerifyCommand, AllCommand, DeleteDeviceCommand];
+export const COMMANDS = [BackupCommand, RestoreCommand, ExtractCommand, EnableCommand, UploadCommand, VerifyCommand, AllCommand, DeleteDeviceCommand, ConvertCommand];
 
 export async function run(argv: string[]): Promise<number> {
   const cli = new Cli({ binaryLabel: 'sled-migration-tool', binaryName: 'sled-migration-tool', binaryVersion: TOOL_VERSION, enableCapture: false });

@@ -1,12 +1,14 @@
 //! The napi binding. It holds no logic a Rust test cannot reach: it opens stores, moves batches
 //! across threads and converts types. The store logic is in `sled-store`, the cryptography in
-//! `megolm-backup`.
+//! `megolm-backup`, the SQLite conversion in `sqlite-convert`.
 
 mod backup;
+mod convert;
 mod errors;
 mod stream;
 mod tree;
 
 pub use backup::*;
+pub use convert::*;
 pub use stream::*;
 pub use tree::*;

@@ -134,7 +134,7 @@ impl Damage {
 
     /// serde_json's messages can quote the offending value (`invalid type: string "..."`), and a
     /// value here may be key material: keep only the category and the position.
-    pub(crate) fn from_json(kind: DamageKind, what: &str, err: &serde_json::Error) -> Self {
+    pub fn from_json(kind: DamageKind, what: &str, err: &serde_json::Error) -> Self {
         let category = match err.classify() {
             serde_json::error::Category::Io => "I/O error",
             serde_json::error::Category::Syntax => "syntax error",

@@ -2,7 +2,8 @@
 //!
 //! The flow: [`StoreLocation`] finds and checks the folder → [`SledStore::open`] locks the source,
 //! makes a private working copy (Sled cannot open read-only) and unlocks the store cipher →
-//! [`SledStore::sessions`] yields every entry as a [`RoomKey`] or a classified [`DamagedEntry`].
+//! [`SledStore::sessions`] yields every entry as a [`RoomKey`] or a classified [`DamagedEntry`];
+//! [`SledStore::entries`] walks any other tree the same way (what `convert` reads).
 
 pub mod cipher;
 pub mod error;
@@ -13,10 +14,10 @@ pub mod scan;
 pub mod store;
 pub mod working_copy;
 
-pub use cipher::CipherFormat;
+pub use cipher::{CipherFormat, StoreCipher};
 pub use error::{Damage, DamageKind, OpenError};
 pub use locate::StoreLocation;
-pub use room_key::{RoomKey, SessionKey};
-pub use scan::{DamagedEntry, ScanItem, ScannedKey, SessionScanner};
+pub use room_key::{decode_pickle, open_value, Plaintext, RoomKey, SessionKey};
+pub use scan::{DamagedEntry, Decoder, ScanItem, ScannedKey, SessionScanner, TreeScanner};
 pub use store::{OpenOptions, SledStore, StoreInfo};
 pub use working_copy::CopyProgress;

@@ -93,42 +93,66 @@ struct SessionConfig {
     version: String,
 }
 
-/// Decodes a value of the `inbound_group_sessions` tree, plaintext or encrypted (decided per entry:
-/// a store upgraded from bot-sdk 0.6.5 holds both).
-pub fn decode_value(value: &[u8], cipher: Option<&StoreCipher>) -> Result<RoomKey, Damage> {
-    if looks_encrypted(value) {
-        let envelope: EncryptedValue = serde_json::from_slice(value)
-            .map_err(|e| Damage::from_json(DamageKind::InvalidJson, "encrypted value", &e))?;
-        let cipher = cipher.ok_or_else(|| {
-            Damage::new(
-                DamageKind::DecryptionFailed,
-                "the value is encrypted but the store has no store cipher",
-            )
-        })?;
-        if envelope.version != 1 {
-            return Err(Damage::new(
-                DamageKind::DecryptionFailed,
-                format!("unknown encrypted value version {}", envelope.version),
-            ));
-        }
-        let plaintext = cipher.decrypt(&envelope).ok_or_else(|| {
-            Damage::new(
-                DamageKind::DecryptionFailed,
-                "the encrypted value fails its authentication check",
-            )
-        })?;
-        decode_pickle(&plaintext)
-    } else {
-        decode_pickle(value)
+/// The JSON bytes a value holds: a plaintext value as it is, an encrypted one opened with the store
+/// cipher (decided per entry: a store upgraded from bot-sdk 0.6.5 holds both). Every tree of the
+/// store stores its values this way.
+pub fn open_value<'a>(value: &'a [u8], cipher: Option<&StoreCipher>) -> Result<Plaintext<'a>, Damage> {
+    if !looks_encrypted(value) {
+        return Ok(Plaintext::Stored(value));
     }
+    let envelope: EncryptedValue = serde_json::from_slice(value)
+        .map_err(|e| Damage::from_json(DamageKind::InvalidJson, "encrypted value", &e))?;
+    let cipher = cipher.ok_or_else(|| {
+        Damage::new(
+            DamageKind::DecryptionFailed,
+            "the value is encrypted but the store has no store cipher",
+        )
+    })?;
+    if envelope.version != 1 {
+        return Err(Damage::new(
+            DamageKind::DecryptionFailed,
+            format!("unknown encrypted value version {}", envelope.version),
+        ));
+    }
+    let plaintext = cipher.decrypt(&envelope).ok_or_else(|| {
+        Damage::new(
+            DamageKind::DecryptionFailed,
+            "the encrypted value fails its authentication check",
+        )
+    })?;
+    Ok(Plaintext::Decrypted(plaintext))
+}
+
+/// A value's JSON: borrowed from Sled when it was stored in the clear, else decrypted and wiped
+/// when dropped.
+pub enum Plaintext<'a> {
+    Stored(&'a [u8]),
+    Decrypted(Zeroizing<Vec<u8>>),
+}
+
+impl std::ops::Deref for Plaintext<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Plaintext::Stored(bytes) => bytes,
+            Plaintext::Decrypted(bytes) => bytes,
+        }
+    }
+}
+
+/// Decodes a value of the `inbound_group_sessions` tree into the room key it holds.
+pub fn decode_value(value: &[u8], cipher: Option<&StoreCipher>) -> Result<RoomKey, Damage> {
+    decode_pickle(&open_value(value, cipher)?)
+}
+
+/// [`decode_value`] as a scanner's decoder (the Sled key plays no part: room and session come from
+/// the value).
+pub(crate) fn decode_entry(_key: &[u8], value: &[u8], cipher: Option<&StoreCipher>) -> Result<RoomKey, Damage> {
+    decode_value(value, cipher)
 }
 
 /// An encrypted value is a JSON object whose fields are `version`, `ciphertext` and `nonce`; a plain
 /// pickle starts with `{"pickle":`. Looking at the first key avoids parsing the value twice.
-pub(crate) fn looks_encrypted_pub(value: &[u8]) -> bool {
-    looks_encrypted(value)
-}
-
 fn looks_encrypted(value: &[u8]) -> bool {
     let head = &value[..value.len().min(64)];
     let text = String::from_utf8_lossy(head);
@@ -139,7 +163,8 @@ fn looks_encrypted(value: &[u8]) -> bool {
     matches!(first_key, Some(rest) if rest.starts_with("\"version\"") || rest.starts_with("\"ciphertext\"") || rest.starts_with("\"nonce\""))
 }
 
-fn decode_pickle(json: &[u8]) -> Result<RoomKey, Damage> {
+/// The room key in a session pickle's JSON, every field checked (each kind of damage named).
+pub fn decode_pickle(json: &[u8]) -> Result<RoomKey, Damage> {
     let loose: LoosePickledSession = serde_json::from_slice(json).map_err(|e| {
         let kind = match e.classify() {
             serde_json::error::Category::Data => DamageKind::MissingField,

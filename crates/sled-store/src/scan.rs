@@ -1,5 +1,6 @@
-//! The session stream: Sled key order, bounded memory, and a bad spot in the tree reported and
-//! stepped over rather than ending the run.
+//! Walking a tree: Sled key order, bounded memory, and a bad spot in the tree reported and stepped
+//! over rather than ending the run. One scanner for every tree; what an entry becomes is the
+//! decoder's business ([`SessionScanner`] turns `inbound_group_sessions` entries into room keys).
 
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -8,8 +9,8 @@ use std::sync::Arc;
 
 use crate::cipher::StoreCipher;
 use crate::error::{Damage, DamageKind, OpenError};
-use crate::room_key::{decode_value, RoomKey};
-use crate::store::{KeepAlive, INBOUND_GROUP_SESSIONS};
+use crate::room_key::RoomKey;
+use crate::store::KeepAlive;
 
 /// Attempts to read the same spot again before stepping over it.
 const READ_RETRIES: u32 = 3;
@@ -44,12 +45,13 @@ pub(crate) fn open_sled(dir: &Path, cache_capacity: u64) -> Result<sled::Db, Ope
 }
 
 #[derive(Debug)]
-pub struct ScannedKey {
+pub struct ScannedKey<T = RoomKey> {
     /// Ordinal of the entry in this scan (damaged entries count too).
     pub position: u64,
     /// The entry's Sled key: the resume point after this entry.
     pub sled_key: Vec<u8>,
-    pub key: RoomKey,
+    /// What the decoder made of the entry (for the session scanner: the room key).
+    pub key: T,
 }
 
 #[derive(Debug, Clone)]
@@ -60,13 +62,22 @@ pub struct DamagedEntry {
 }
 
 #[derive(Debug)]
-pub enum ScanItem {
-    Key(ScannedKey),
+pub enum ScanItem<T = RoomKey> {
+    Key(ScannedKey<T>),
     Damaged(DamagedEntry),
 }
 
-pub struct SessionScanner {
+/// Turns one entry (Sled key, value) into `T`, or names its damage. Values are plaintext or
+/// encrypted with the store cipher, decided per entry.
+pub type Decoder<T> = fn(&[u8], &[u8], Option<&StoreCipher>) -> Result<T, Damage>;
+
+/// The room keys of `inbound_group_sessions`.
+pub type SessionScanner = TreeScanner<RoomKey>;
+
+pub struct TreeScanner<T> {
     dir: PathBuf,
+    tree: &'static str,
+    decode: Decoder<T>,
     cipher: Option<Arc<StoreCipher>>,
     cache_capacity: u64,
     reopen_after_bytes: u64,
@@ -87,17 +98,22 @@ pub struct SessionScanner {
     _keep_alive: KeepAlive,
 }
 
-impl SessionScanner {
+impl<T> TreeScanner<T> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         dir: PathBuf,
+        tree: &'static str,
+        decode: Decoder<T>,
         cipher: Option<Arc<StoreCipher>>,
         start_after: Option<Vec<u8>>,
         cache_capacity: u64,
         reopen_after_bytes: u64,
         keep_alive: KeepAlive,
     ) -> Self {
-        SessionScanner {
+        TreeScanner {
             dir,
+            tree,
+            decode,
             cipher,
             cache_capacity,
             reopen_after_bytes: reopen_after_bytes.max(1),
@@ -139,7 +155,7 @@ impl SessionScanner {
         let started = std::time::Instant::now();
         let db = open_sled(&self.dir, self.cache_capacity)?;
         let tree = db
-            .open_tree(INBOUND_GROUP_SESSIONS)
+            .open_tree(self.tree)
             .map_err(|e| OpenError::Sled {
                 path: self.dir.clone(),
                 detail: e.to_string(),
@@ -167,7 +183,7 @@ impl SessionScanner {
         }
     }
 
-    fn damaged(&mut self, sled_key: Vec<u8>, damage: Damage) -> ScanItem {
+    fn damaged(&mut self, sled_key: Vec<u8>, damage: Damage) -> ScanItem<T> {
         let item = ScanItem::Damaged(DamagedEntry {
             position: self.position,
             sled_key,
@@ -178,10 +194,10 @@ impl SessionScanner {
     }
 }
 
-impl Iterator for SessionScanner {
-    type Item = ScanItem;
+impl<T> Iterator for TreeScanner<T> {
+    type Item = ScanItem<T>;
 
-    fn next(&mut self) -> Option<ScanItem> {
+    fn next(&mut self) -> Option<ScanItem<T>> {
         loop {
             if self.done {
                 return None;
@@ -209,7 +225,7 @@ impl Iterator for SessionScanner {
                     self.last_key = Some(k.to_vec());
                     let position = self.position;
                     self.position += 1;
-                    return Some(match decode_value(&v, self.cipher.as_deref()) {
+                    return Some(match (self.decode)(&k, &v, self.cipher.as_deref()) {
                         Ok(key) => ScanItem::Key(ScannedKey {
                             position,
                             sled_key: k.to_vec(),

@@ -9,7 +9,8 @@ use crate::cipher::{CipherError, CipherFormat, StoreCipher};
 use crate::error::OpenError;
 use crate::locate::StoreLocation;
 use crate::lock::SourceLock;
-use crate::scan::{open_sled, SessionScanner};
+use crate::room_key::{decode_entry, open_value};
+use crate::scan::{open_sled, Decoder, SessionScanner, TreeScanner};
 use crate::working_copy::{CopyProgress, WorkingCopy};
 
 pub const INBOUND_GROUP_SESSIONS: &str = "inbound_group_sessions";
@@ -140,8 +141,16 @@ impl SledStore {
 
     /// Streams the room keys in Sled key order, starting after `start_after` (a resume point).
     pub fn sessions(&self, start_after: Option<Vec<u8>>) -> SessionScanner {
-        SessionScanner::new(
+        self.entries(INBOUND_GROUP_SESSIONS, decode_entry, start_after)
+    }
+
+    /// Streams the entries of any tree, each decoded by `decode`, in Sled key order. A tree the
+    /// store lacks yields nothing (Sled creates it in the private working copy, never in the source).
+    pub fn entries<T>(&self, tree: &'static str, decode: Decoder<T>, start_after: Option<Vec<u8>>) -> TreeScanner<T> {
+        TreeScanner::new(
             self.copy.sled_dir().to_owned(),
+            tree,
+            decode,
             self.cipher.clone(),
             start_after,
             self.options.cache_capacity,
@@ -173,12 +182,7 @@ fn read_account_identity(
         let tree = db.open_tree(tree).ok()?;
         let value = tree.get(b"account\xff").ok()??;
         let json: serde_json::Value =
-            if value.first() == Some(&b'{') && !crate::room_key::looks_encrypted_pub(&value) {
-                serde_json::from_slice(&value).ok()?
-            } else {
-                let envelope = serde_json::from_slice(&value).ok()?;
-                serde_json::from_slice(&cipher?.decrypt(&envelope)?).ok()?
-            };
+            serde_json::from_slice(&open_value(&value, cipher).ok()?).ok()?;
         Some((
             json.get("user_id")
                 .and_then(|v| v.as_str())

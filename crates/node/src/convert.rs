@@ -1,0 +1,99 @@
+//! `convert`: thin face over `sqlite-convert`. The conversion runs on its own thread; JavaScript
+//! polls `progress()` for its progress line and awaits `wait()` for the report (as JSON: counts,
+//! IDs, public identity keys and damage descriptions, never key material).
+
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use sqlite_convert::{ConvertError, ConvertOptions, Progress};
+use tokio::sync::oneshot;
+
+use crate::errors::coded;
+
+#[napi(object)]
+pub struct ConvertRequest {
+    pub crypto_store_path: String,
+    /// The Sled store passphrase.
+    pub passphrase: Option<String>,
+    /// The SQLite store's passphrase; absent: the same as `passphrase`.
+    pub sqlite_passphrase: Option<String>,
+    pub work_dir: String,
+    pub dry_run: bool,
+    pub skip_errors: bool,
+    pub force: bool,
+}
+
+#[napi(object)]
+#[derive(Clone, Default)]
+pub struct ConvertProgress {
+    /// `copy` (the working copy), then a Sled tree name.
+    pub stage: String,
+    /// Bytes copied, or entries of the tree converted.
+    pub done: i64,
+    pub total: i64,
+}
+
+#[napi]
+pub struct ConvertJob {
+    progress: Arc<Mutex<ConvertProgress>>,
+    done: Mutex<Option<oneshot::Receiver<Result<String>>>>,
+}
+
+fn convert_error(e: ConvertError) -> Error {
+    coded(e.code(), &e, e.hint())
+}
+
+#[napi]
+pub fn start_convert(request: ConvertRequest) -> Result<ConvertJob> {
+    let passphrase = request.passphrase.unwrap_or_default();
+    let mut options = ConvertOptions::new(&request.crypto_store_path, &request.work_dir);
+    options.sqlite_passphrase = Some(request.sqlite_passphrase.unwrap_or_else(|| passphrase.clone()));
+    options.sled_passphrase = passphrase;
+    options.dry_run = request.dry_run;
+    options.skip_errors = request.skip_errors;
+    options.force = request.force;
+
+    let progress = Arc::new(Mutex::new(ConvertProgress::default()));
+    let shared = progress.clone();
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("convert".into())
+        .spawn(move || {
+            let mut report_progress = |p: Progress| {
+                let next = match p {
+                    Progress::Copy(c) => ConvertProgress { stage: "copy".into(), done: c.bytes_done as i64, total: c.bytes_total as i64 },
+                    Progress::Tree { tree, entries } => ConvertProgress { stage: tree.into(), done: entries as i64, total: 0 },
+                };
+                if let Ok(mut slot) = shared.lock() {
+                    *slot = next;
+                }
+            };
+            let result = sqlite_convert::convert(&options, &mut report_progress)
+                .map_err(convert_error)
+                .and_then(|report| serde_json::to_string(&report).map_err(|e| Error::from_reason(e.to_string())));
+            let _ = tx.send(result);
+        })
+        .map_err(|e| Error::from_reason(e.to_string()))?;
+    Ok(ConvertJob { progress, done: Mutex::new(Some(rx)) })
+}
+
+#[napi]
+impl ConvertJob {
+    #[napi]
+    pub fn progress(&self) -> ConvertProgress {
+        self.progress.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// The report as JSON (`ConvertReport` in src/pipeline/convert.ts).
+    #[napi]
+    pub async fn wait(&self) -> Result<String> {
+        let rx = self
+            .done
+            .lock()
+            .ok()
+            .and_then(|mut d| d.take())
+            .ok_or_else(|| Error::from_reason("wait() called twice"))?;
+        rx.await.map_err(|_| Error::from_reason("the convert thread ended without a result"))?
+    }
+}

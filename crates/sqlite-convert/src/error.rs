@@ -1,0 +1,62 @@
+//! What stops a conversion. Like `sled_store::OpenError`, each has a stable code (mapped to an exit
+//! code in one place, `src/errors.ts`) and a one-sentence fix. Nothing is written when any of these
+//! is returned: the temporary store is removed.
+
+use std::path::PathBuf;
+
+use sled_store::{DamagedEntry, OpenError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("{path} already holds a SQLite crypto store with an Olm account (the upgraded bot ran, or a conversion finished)")]
+    SqliteAccountExists { path: PathBuf },
+    #[error("{path} exists but cannot be read as a SQLite crypto store ({detail})")]
+    SqliteUnreadable { path: PathBuf, detail: String },
+    #[error("the Sled store holds no Olm account: there is no device to keep")]
+    NoAccount,
+    #[error("the Olm account in the Sled store cannot be read: {0}")]
+    AccountUnreadable(String),
+    #[error("a damaged entry in the Sled tree {tree} ({}: {})", .entry.damage.kind.as_str(), .entry.damage.message)]
+    Damaged { tree: &'static str, entry: Box<DamagedEntry> },
+    #[error("{0}")]
+    Write(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the converted store does not read back as written: {0}")]
+    CheckFailed(String),
+}
+
+impl ConvertError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConvertError::Open(e) => e.code(),
+            ConvertError::SqliteAccountExists { .. } | ConvertError::SqliteUnreadable { .. } => "SQLITE_STORE_EXISTS",
+            ConvertError::NoAccount | ConvertError::AccountUnreadable(_) => "NO_ACCOUNT",
+            ConvertError::Damaged { .. } => "DAMAGED_ENTRIES",
+            ConvertError::Write(_) | ConvertError::Io { .. } => "IO_ERROR",
+            ConvertError::CheckFailed(_) => "CONVERT_CHECK_FAILED",
+        }
+    }
+
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ConvertError::Open(e) => e.hint(),
+            ConvertError::SqliteAccountExists { .. } => "if that store is not the one you want to keep, rerun with --force: it is renamed to matrix-sdk-crypto.sqlite3.before-convert-<time>, never deleted",
+            ConvertError::SqliteUnreadable { .. } => "check --sqlite-passphrase, or rerun with --force to rename that file aside (never deleted) and write a new store",
+            ConvertError::NoAccount | ConvertError::AccountUnreadable(_) => "use the server-side backup path instead (sled-migration-tool all): it needs only the room keys",
+            ConvertError::Damaged { .. } => "rerun with --skip-errors to convert everything else (--failed-output FILE lists what is left behind), or restore the store from a backup",
+            ConvertError::Write(_) | ConvertError::Io { .. } => "check free space and permissions in the crypto store folder (the new store needs about the size of the room keys), then run convert again",
+            ConvertError::CheckFailed(_) => "nothing was put in place; report this with the output of convert --dry-run",
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        ConvertError::Io { context: context.into(), source }
+    }
+}

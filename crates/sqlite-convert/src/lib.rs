@@ -1,0 +1,329 @@
+//! `convert`, the keep-your-device path: everything of a matrix-bot-sdk 0.6–0.7 Sled crypto store that
+//! the upgraded bot can use — the Olm account (same device, same identity keys, its one-time keys as
+//! stored), Olm sessions, room keys with their flags, the private cross-signing identity, the backup
+//! version and key, known devices and identities, tracked users, Olm message hashes — written into
+//! `CRYPTO_STORE_PATH/matrix-sdk-crypto.sqlite3` by the genuine matrix-sdk-sqlite / matrix-sdk-crypto
+//! 0.9.0, the store matrix-bot-sdk 0.8 opens.
+//!
+//! The flow: [`sled_entries`] decodes each Sled entry into the 0.9 type the SQLite store saves →
+//! chunks go into a [`sqlite_target::TempStore`] beside the real one → the finished store is reopened
+//! as the bot would open it and checked → renamed into place. The Sled store is read through
+//! `sled-store`'s private working copy, so it is never written.
+
+pub mod error;
+pub mod report;
+pub mod sled_entries;
+pub mod sqlite_target;
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+
+use matrix_sdk_crypto::olm::{Account, Session};
+use matrix_sdk_crypto::store::{Changes, DeviceChanges, IdentityChanges};
+use sled_store::{CopyProgress, OpenOptions, ScanItem, SledStore, StoreLocation, TreeScanner};
+
+pub use error::ConvertError;
+pub use report::{ConvertReport, DamagedRecord, TreeCount};
+use sled_entries::AccountEntry;
+use sqlite_target::{existing_store, ExistingStore, TempStore};
+
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// The bot's crypto store folder: holds `matrix-sdk-crypto/` (Sled) and gets `matrix-sdk-crypto.sqlite3`.
+    pub crypto_store_dir: PathBuf,
+    /// Unlocks the Sled store cipher; matrix-bot-sdk 0.6.6+ uses "".
+    pub sled_passphrase: String,
+    /// The SQLite store's passphrase; matrix-bot-sdk 0.8 passes "". `None` writes it unencrypted.
+    pub sqlite_passphrase: Option<String>,
+    /// Parent folder of the Sled working copy.
+    pub work_dir: PathBuf,
+    /// Read and decode everything, write nothing.
+    pub dry_run: bool,
+    /// Carry on past damaged entries (they are listed in the report) instead of stopping.
+    pub skip_errors: bool,
+    /// Rename an existing SQLite store aside instead of refusing.
+    pub force: bool,
+    /// Entries per SQLite transaction: memory is bounded by this, whatever the store's size.
+    pub chunk_size: usize,
+}
+
+impl ConvertOptions {
+    pub fn new(crypto_store_dir: impl Into<PathBuf>, work_dir: impl Into<PathBuf>) -> Self {
+        ConvertOptions {
+            crypto_store_dir: crypto_store_dir.into(),
+            sled_passphrase: String::new(),
+            sqlite_passphrase: Some(String::new()),
+            work_dir: work_dir.into(),
+            dry_run: false,
+            skip_errors: false,
+            force: false,
+            chunk_size: 1000,
+        }
+    }
+}
+
+pub enum Progress {
+    /// The private working copy of the Sled store is being made.
+    Copy(CopyProgress),
+    /// Entries of `tree` read (and, unless a dry run, written) so far.
+    Tree { tree: &'static str, entries: u64 },
+}
+
+/// Runs a whole conversion on the calling thread (its own single-threaded runtime: matrix-sdk-sqlite
+/// is async). From async code, use [`convert_async`].
+pub fn convert(options: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Result<ConvertReport, ConvertError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ConvertError::io("cannot start the async runtime", e))?;
+    runtime.block_on(convert_async(options, progress))
+}
+
+pub async fn convert_async(options: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Result<ConvertReport, ConvertError> {
+    let dir = &options.crypto_store_dir;
+    let location = StoreLocation::new(dir);
+    location.check()?;
+    let existing = existing_store(dir);
+    if !options.dry_run && !options.force {
+        match &existing {
+            ExistingStore::WithAccount => return Err(ConvertError::SqliteAccountExists { path: location.sqlite_store() }),
+            ExistingStore::Unreadable(detail) => {
+                return Err(ConvertError::SqliteUnreadable { path: location.sqlite_store(), detail: detail.clone() })
+            }
+            ExistingStore::None | ExistingStore::WithoutAccount => {}
+        }
+    }
+
+    let mut open_options = OpenOptions::new(&options.work_dir);
+    open_options.passphrase = options.sled_passphrase.clone();
+    let sled = SledStore::open(&location, open_options, &mut |p| progress(Progress::Copy(p)))?;
+    let mut report = ConvertReport::new(options.dry_run, &existing, sled.info().device_id.clone());
+
+    // The account first: without it there is no device to keep, and Olm sessions need its keys.
+    let mut account = None;
+    let mut changes = Changes::default();
+    let mut tally = report.tree(sled_entries::ACCOUNT);
+    for item in sled.entries(sled_entries::ACCOUNT, sled_entries::account_entry, None) {
+        match item {
+            ScanItem::Key(entry) => {
+                tally.converted += 1;
+                match entry.key {
+                    AccountEntry::Account(a) => account = Some(a),
+                    AccountEntry::BackupVersion(v) => changes.backup_version = Some(v),
+                    AccountEntry::BackupKey(k) => changes.backup_decryption_key = Some(k),
+                    AccountEntry::Unknown => {
+                        tally.converted -= 1;
+                        tally.left_behind += 1;
+                    }
+                }
+            }
+            ScanItem::Damaged(d) if d.sled_key == b"account\xff" => {
+                return Err(ConvertError::AccountUnreadable(format!("{}: {}", d.damage.kind.as_str(), d.damage.message)))
+            }
+            ScanItem::Damaged(d) => tally.damaged(d, options.skip_errors, sled_entries::ACCOUNT)?,
+        }
+    }
+    report.put(tally);
+    let account: Box<Account> = account.ok_or(ConvertError::NoAccount)?;
+    report.set_account(&account);
+    report.backup_version = changes.backup_version.clone();
+    report.has_backup_key = changes.backup_decryption_key.is_some();
+    let device_keys = account.device_keys();
+
+    let mut target = if options.dry_run {
+        None
+    } else {
+        let t = TempStore::create(dir, options.sqlite_passphrase.as_deref()).await?;
+        t.save_account(*account).await?;
+        Some(t)
+    };
+
+    let mut tally = report.tree(sled_entries::PRIVATE_IDENTITY);
+    for item in sled.entries(sled_entries::PRIVATE_IDENTITY, sled_entries::private_identity, None) {
+        match item {
+            ScanItem::Key(entry) => {
+                tally.converted += 1;
+                changes.private_identity = Some(entry.key);
+            }
+            ScanItem::Damaged(d) => tally.damaged(d, options.skip_errors, sled_entries::PRIVATE_IDENTITY)?,
+        }
+    }
+    report.has_cross_signing_identity = changes.private_identity.is_some();
+    report.put(tally);
+    if let Some(t) = &target {
+        t.save(changes).await?;
+    }
+
+    // Room keys: the one tree that can be huge. Each chunk is one SQLite transaction.
+    let chunk = options.chunk_size.max(1);
+    let mut room_key_ids = Vec::new();
+    let mut scanner = sled.entries(sled_entries::INBOUND_GROUP_SESSIONS, sled_entries::inbound_group_session, None);
+    let mut tally = report.tree(sled_entries::INBOUND_GROUP_SESSIONS);
+    loop {
+        let sessions = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
+        if sessions.is_empty() {
+            break;
+        }
+        // 8 bytes a key, to count distinct (room, session) pairs afterwards: the SQLite store keys
+        // them so, and a Sled store can hold one session under two keys (older key layouts).
+        room_key_ids.extend(sessions.iter().map(|s| fingerprint(s.room_id().as_str(), s.session_id())));
+        if let Some(t) = &target {
+            t.save(Changes { inbound_group_sessions: sessions, ..Default::default() }).await?;
+        }
+        progress(Progress::Tree { tree: sled_entries::INBOUND_GROUP_SESSIONS, entries: tally.converted + tally.damaged });
+    }
+    room_key_ids.sort_unstable();
+    room_key_ids.dedup();
+    report.distinct_room_keys = room_key_ids.len() as u64;
+    drop(room_key_ids);
+    report.put(tally);
+
+    let mut scanner = sled.entries(sled_entries::OLM_SESSIONS, sled_entries::olm_session, None);
+    let mut tally = report.tree(sled_entries::OLM_SESSIONS);
+    loop {
+        let pickles = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
+        if pickles.is_empty() {
+            break;
+        }
+        let mut sessions = Vec::with_capacity(pickles.len());
+        for pickle in pickles {
+            match Session::from_pickle(device_keys.clone(), pickle) {
+                Ok(s) => sessions.push(s),
+                Err(e) => {
+                    tally.converted -= 1;
+                    let damage = sled_store::Damage::new(sled_store::DamageKind::InvalidPickle, format!("matrix-sdk-crypto 0.9 rejects the Olm session: {e}"));
+                    let entry = sled_store::DamagedEntry { position: tally.converted + tally.damaged, sled_key: Vec::new(), damage };
+                    tally.damaged(entry, options.skip_errors, sled_entries::OLM_SESSIONS)?;
+                }
+            }
+        }
+        if let Some(t) = &target {
+            t.save(Changes { sessions, ..Default::default() }).await?;
+        }
+        progress(Progress::Tree { tree: sled_entries::OLM_SESSIONS, entries: tally.converted + tally.damaged });
+    }
+    report.put(tally);
+
+    let mut scanner = sled.entries(sled_entries::DEVICES, sled_entries::device, None);
+    let mut tally = report.tree(sled_entries::DEVICES);
+    loop {
+        let devices = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
+        if devices.is_empty() {
+            break;
+        }
+        if let Some(t) = &target {
+            t.save(Changes { devices: DeviceChanges { new: devices, ..Default::default() }, ..Default::default() }).await?;
+        }
+    }
+    report.put(tally);
+
+    let mut scanner = sled.entries(sled_entries::IDENTITIES, sled_entries::identity, None);
+    let mut tally = report.tree(sled_entries::IDENTITIES);
+    loop {
+        let identities = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
+        if identities.is_empty() {
+            break;
+        }
+        if let Some(t) = &target {
+            t.save(Changes { identities: IdentityChanges { new: identities, ..Default::default() }, ..Default::default() }).await?;
+        }
+    }
+    report.put(tally);
+
+    let mut scanner = sled.entries(sled_entries::TRACKED_USERS, sled_entries::tracked_user, None);
+    let mut tally = report.tree(sled_entries::TRACKED_USERS);
+    loop {
+        let users = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
+        if users.is_empty() {
+            break;
+        }
+        if let Some(t) = &target {
+            t.save_tracked_users(&users).await?;
+        }
+    }
+    let tracked_users = tally.converted;
+    report.put(tally);
+
+    let mut scanner = sled.entries(sled_entries::OLM_HASHES, sled_entries::olm_hash, None);
+    let mut tally = report.tree(sled_entries::OLM_HASHES);
+    loop {
+        let message_hashes = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
+        if message_hashes.is_empty() {
+            break;
+        }
+        if let Some(t) = &target {
+            t.save(Changes { message_hashes, ..Default::default() }).await?;
+        }
+    }
+    report.put(tally);
+
+    for (tree, why) in sled_entries::LEFT_BEHIND {
+        let mut tally = report.tree(tree);
+        tally.reason = Some((*why).to_owned());
+        for item in sled.entries(tree, sled_entries::count_only, None) {
+            match item {
+                ScanItem::Key(_) => tally.left_behind += 1,
+                ScanItem::Damaged(_) => tally.left_behind += 1,
+            }
+        }
+        report.put(tally);
+    }
+    drop(sled);
+
+    if let Some(mut t) = target.take() {
+        let written = t.reopen_and_read().await?;
+        check_written(&report, &written, tracked_users)?;
+        let stamp = report::timestamp();
+        report.moved_aside = t.finish(dir, &stamp)?;
+        report.written = Some(location.sqlite_store());
+    }
+    Ok(report)
+}
+
+/// The reopened store must hold what went in: the same account, every distinct room key, every
+/// tracked user, the backup version.
+fn check_written(report: &ConvertReport, written: &sqlite_target::WrittenStore, tracked_users: u64) -> Result<(), ConvertError> {
+    let account = written.account.as_ref().ok_or_else(|| ConvertError::CheckFailed("no account".into()))?;
+    if account.user_id().as_str() != report.user_id || account.device_id().as_str() != report.device_id {
+        return Err(ConvertError::CheckFailed("the account belongs to another user or device".into()));
+    }
+    if account.identity_keys().curve25519.to_base64() != report.curve25519 || account.identity_keys().ed25519.to_base64() != report.ed25519 {
+        return Err(ConvertError::CheckFailed("the account's identity keys differ".into()));
+    }
+    if written.room_keys.total as u64 != report.distinct_room_keys {
+        return Err(ConvertError::CheckFailed(format!("{} room keys read back, {} written", written.room_keys.total, report.distinct_room_keys)));
+    }
+    if written.tracked_users != tracked_users {
+        return Err(ConvertError::CheckFailed(format!("{} tracked users read back, {tracked_users} written", written.tracked_users)));
+    }
+    if written.backup_version != report.backup_version || written.has_backup_key != report.has_backup_key {
+        return Err(ConvertError::CheckFailed("the backup version or key differs".into()));
+    }
+    Ok(())
+}
+
+/// Up to `n` decoded entries; damaged ones are recorded in `tally` (or stop the run when strict).
+fn next_chunk<T>(scanner: &mut TreeScanner<T>, n: usize, tally: &mut TreeCount, skip_errors: bool) -> Result<Vec<T>, ConvertError> {
+    let mut out = Vec::with_capacity(n.min(1024));
+    while out.len() < n {
+        match scanner.next() {
+            None => break,
+            Some(ScanItem::Key(entry)) => {
+                tally.converted += 1;
+                out.push(entry.key);
+            }
+            Some(ScanItem::Damaged(d)) => {
+                let tree = tally.tree;
+                tally.damaged(d, skip_errors, tree)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn fingerprint(room_id: &str, session_id: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    room_id.hash(&mut h);
+    session_id.hash(&mut h);
+    h.finish()
+}

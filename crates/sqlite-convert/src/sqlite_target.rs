@@ -1,0 +1,231 @@
+//! The SQLite side of `convert`: the store is built under a temporary folder beside the bot's crypto
+//! store (same filesystem, so the final rename is atomic), checked by reopening it as the bot would,
+//! and only then renamed to `matrix-sdk-crypto.sqlite3`. A run that dies leaves only the temporary
+//! folder, which the next run removes; the bot never sees half a store.
+
+use std::path::{Path, PathBuf};
+
+use matrix_sdk_crypto::olm::Account;
+use matrix_sdk_crypto::TrackedUser;
+use matrix_sdk_crypto::store::{Changes, CryptoStore, PendingChanges, RoomKeyCounts};
+use matrix_sdk_sqlite::SqliteCryptoStore;
+use sled_store::locate::SQLITE_STORE_NAME;
+
+use crate::error::ConvertError;
+
+/// What already sits where the converted store goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExistingStore {
+    None,
+    /// A SQLite store without an Olm account (the new bot never got as far as creating one).
+    WithoutAccount,
+    /// A SQLite store holding an account: the upgraded bot already ran, or a convert finished.
+    WithAccount,
+    /// A file of that name that SQLite cannot read (or an encrypted store we cannot look into).
+    Unreadable(String),
+}
+
+/// Looks at an existing SQLite store read-only: the `account` row of its `kv` table (a plain key in
+/// every schema version of matrix-sdk-sqlite, encrypted or not).
+pub fn existing_store(crypto_store_dir: &Path) -> ExistingStore {
+    let path = crypto_store_dir.join(SQLITE_STORE_NAME);
+    if !path.exists() {
+        return ExistingStore::None;
+    }
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let result = rusqlite::Connection::open_with_flags(&path, flags).and_then(|conn| {
+        conn.query_row("SELECT count(*) FROM kv WHERE key = 'account'", [], |row| row.get::<_, i64>(0))
+    });
+    match result {
+        Ok(0) => ExistingStore::WithoutAccount,
+        Ok(_) => ExistingStore::WithAccount,
+        Err(e) => ExistingStore::Unreadable(e.to_string()),
+    }
+}
+
+const TEMP_PREFIX: &str = ".sqlite-convert-";
+const TEMP_SUFFIX: &str = ".incomplete";
+
+/// The store being written: a matrix-sdk-sqlite 0.9 store in a temporary folder, removed on drop
+/// unless [`TempStore::finish`] moved it into place.
+pub struct TempStore {
+    dir: PathBuf,
+    store: Option<SqliteCryptoStore>,
+    passphrase: Option<String>,
+}
+
+impl TempStore {
+    pub async fn create(crypto_store_dir: &Path, passphrase: Option<&str>) -> Result<Self, ConvertError> {
+        remove_abandoned(crypto_store_dir);
+        let dir = crypto_store_dir.join(format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| ConvertError::io(format!("cannot remove {}", dir.display()), e))?;
+        }
+        create_private_dir(&dir)?;
+        let mut temp = TempStore { dir, store: None, passphrase: passphrase.map(str::to_owned) };
+        temp.store = Some(temp.open().await?);
+        Ok(temp)
+    }
+
+    async fn open(&self) -> Result<SqliteCryptoStore, ConvertError> {
+        SqliteCryptoStore::open(&self.dir, self.passphrase.as_deref())
+            .await
+            .map_err(|e| ConvertError::Write(format!("matrix-sdk-sqlite could not create the store in {}: {e}", self.dir.display())))
+    }
+
+    fn store(&self) -> &SqliteCryptoStore {
+        self.store.as_ref().expect("the store is open until finish")
+    }
+
+    pub async fn save_account(&self, account: Account) -> Result<(), ConvertError> {
+        self.store()
+            .save_pending_changes(PendingChanges { account: Some(account) })
+            .await
+            .map_err(write_error)
+    }
+
+    pub async fn save(&self, changes: Changes) -> Result<(), ConvertError> {
+        self.store().save_changes(changes).await.map_err(write_error)
+    }
+
+    pub async fn save_tracked_users(&self, users: &[TrackedUser]) -> Result<(), ConvertError> {
+        let users: Vec<_> = users.iter().map(|u| (&*u.user_id, u.dirty)).collect();
+        self.store().save_tracked_users(&users).await.map_err(write_error)
+    }
+
+    /// Closes the store, reopens it as the bot would (same passphrase, genuine 0.9 code) and
+    /// returns what it finds.
+    pub async fn reopen_and_read(&mut self) -> Result<WrittenStore, ConvertError> {
+        self.close();
+        let store = self.open().await?;
+        let account = store.load_account().await.map_err(write_error)?;
+        let room_keys = store.inbound_group_session_counts(None).await.map_err(write_error)?;
+        let tracked_users = store.load_tracked_users().await.map_err(write_error)?.len() as u64;
+        let backup = store.load_backup_keys().await.map_err(write_error)?;
+        drop(store);
+        Ok(WrittenStore {
+            account,
+            room_keys,
+            tracked_users,
+            backup_version: backup.backup_version,
+            has_backup_key: backup.decryption_key.is_some(),
+        })
+    }
+
+    /// Drops every connection, folds the write-ahead log into the database file and fsyncs it, so
+    /// that one file holds the whole store.
+    fn close(&mut self) {
+        self.store = None;
+    }
+
+    /// Moves the finished store into `crypto_store_dir`. An existing store is first renamed to
+    /// `matrix-sdk-crypto.sqlite3.before-convert-<stamp>` (with its `-wal`/`-shm`), never deleted.
+    pub fn finish(mut self, crypto_store_dir: &Path, stamp: &str) -> Result<Option<PathBuf>, ConvertError> {
+        self.close();
+        let written = self.dir.join(SQLITE_STORE_NAME);
+        checkpoint(&written)?;
+        fsync(&written)?;
+        let target = crypto_store_dir.join(SQLITE_STORE_NAME);
+        let mut moved_aside = None;
+        if target.exists() {
+            let aside = crypto_store_dir.join(format!("{SQLITE_STORE_NAME}.before-convert-{stamp}"));
+            for suffix in ["-wal", "-shm"] {
+                let side = with_suffix(&target, suffix);
+                if side.exists() {
+                    rename(&side, &with_suffix(&aside, suffix))?;
+                }
+            }
+            rename(&target, &aside)?;
+            moved_aside = Some(aside);
+        }
+        rename(&written, &target)?;
+        fsync_dir(crypto_store_dir)?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.dir = PathBuf::new();
+        Ok(moved_aside)
+    }
+}
+
+impl Drop for TempStore {
+    fn drop(&mut self) {
+        self.store = None;
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// What the reopened store holds.
+pub struct WrittenStore {
+    pub account: Option<Account>,
+    pub room_keys: RoomKeyCounts,
+    pub tracked_users: u64,
+    pub backup_version: Option<String>,
+    pub has_backup_key: bool,
+}
+
+fn write_error(e: impl std::fmt::Display) -> ConvertError {
+    ConvertError::Write(format!("matrix-sdk-sqlite could not write the store: {e}"))
+}
+
+/// Folds the write-ahead log into the main file and empties it, so the main file alone holds the
+/// whole store and can be renamed without its `-wal`. The pool's connections close on their own
+/// threads a moment after the store is dropped: while one still reads, the checkpoint reports busy
+/// and is retried.
+fn checkpoint(db: &Path) -> Result<(), ConvertError> {
+    let failed = |e: rusqlite::Error| ConvertError::Write(format!("cannot checkpoint {}: {e}", db.display()));
+    let conn = rusqlite::Connection::open(db).map_err(|e| ConvertError::Write(format!("cannot reopen {}: {e}", db.display())))?;
+    for _ in 0..100 {
+        let (busy, log_frames): (i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(failed)?;
+        if busy == 0 && log_frames <= 0 {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(ConvertError::Write(format!("{} stayed busy: another process has it open", db.display())))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), ConvertError> {
+    std::fs::rename(from, to).map_err(|e| ConvertError::io(format!("cannot rename {} to {}", from.display(), to.display()), e))
+}
+
+fn fsync(path: &Path) -> Result<(), ConvertError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| ConvertError::io(format!("cannot fsync {}", path.display()), e))
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), ConvertError> {
+    fsync(dir)
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), ConvertError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| ConvertError::io(format!("cannot create {}", dir.display()), e))
+}
+
+/// Temporary folders of runs that were killed: ours by name, and only once no process of that id
+/// is alive.
+fn remove_abandoned(crypto_store_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(crypto_store_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = name.strip_prefix(TEMP_PREFIX).and_then(|r| r.strip_suffix(TEMP_SUFFIX)) else { continue };
+        let alive = pid.parse::<i32>().map(|pid| unsafe { libc::kill(pid, 0) } == 0).unwrap_or(false);
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! `convert` against the genuine fixture stores (written by matrix-sdk-crypto 0.6 / matrix-sdk-sled
+//! 0.2), checked by what the upgraded bot runs: matrix-sdk-crypto 0.9.0's `OlmMachine` over
+//! matrix-sdk-sqlite 0.9.0's `SqliteCryptoStore`, opened with the passphrase the bot passes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use matrix_sdk_common::ruma::api::client::sync::sync_events::DeviceLists;
+use matrix_sdk_common::ruma::serde::Raw;
+use matrix_sdk_common::ruma::{OwnedDeviceId, OwnedUserId, RoomId};
+use matrix_sdk_crypto::store::CryptoStore;
+use matrix_sdk_crypto::{DecryptionSettings, EncryptionSyncChanges, OlmMachine, TrustRequirement};
+use matrix_sdk_sqlite::SqliteCryptoStore;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlite_convert::{convert_async, ConvertError, ConvertOptions, ConvertReport};
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures")
+}
+
+struct Case {
+    _tmp: tempfile::TempDir,
+    store: PathBuf,
+    work: PathBuf,
+    expected: Value,
+}
+
+/// A private copy of a fixture's store (convert writes its SQLite store beside the Sled one).
+fn case(name: &str) -> Case {
+    let src = fixtures_dir().join(name);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let status = std::process::Command::new("cp").arg("-a").arg(src.join("store")).arg(&store).status().unwrap();
+    assert!(status.success());
+    let work = tmp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let expected = serde_json::from_slice(&std::fs::read(src.join("expected.json")).unwrap()).unwrap();
+    Case { _tmp: tmp, store, work, expected }
+}
+
+impl Case {
+    fn options(&self) -> ConvertOptions {
+        let mut o = ConvertOptions::new(&self.store, &self.work);
+        if let Some(p) = self.expected["passphrase"].as_str() {
+            o.sled_passphrase = p.to_owned();
+        }
+        o
+    }
+    fn sqlite(&self) -> PathBuf {
+        self.store.join("matrix-sdk-crypto.sqlite3")
+    }
+}
+
+async fn run(options: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
+    convert_async(options, &mut |_| {}).await
+}
+
+/// Every file under `dir` (SQLite files aside) with its SHA-256.
+fn hash_tree(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.join("matrix-sdk-crypto")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), hex(&Sha256::digest(std::fs::read(&p).unwrap())));
+            }
+        }
+    }
+    out.insert(dir.join("bot-sdk.json"), hex(&Sha256::digest(std::fs::read(dir.join("bot-sdk.json")).unwrap())));
+    out
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn settings() -> DecryptionSettings {
+    DecryptionSettings { sender_device_trust_requirement: TrustRequirement::Untrusted }
+}
+
+/// Opens the converted store as matrix-bot-sdk 0.8 does and checks it is the same bot: same device,
+/// same identity keys, every room key (flags included), every recorded event decrypts, and the
+/// recorded Olm to-device messages decrypt through the carried Olm sessions and one-time keys.
+async fn check_as_the_bot(c: &Case, report: &ConvertReport) {
+    let e = &c.expected;
+    let user: OwnedUserId = e["user_id"].as_str().unwrap().try_into().unwrap();
+    let device: OwnedDeviceId = e["device_id"].as_str().unwrap().into();
+    let store = Arc::new(SqliteCryptoStore::open(&c.store, Some("")).await.unwrap());
+
+    let keys = e["keys"].as_array().unwrap();
+    let counts = store.inbound_group_session_counts(None).await.unwrap();
+    assert_eq!(counts.total, keys.len(), "room keys in the SQLite store");
+    assert_eq!(report.distinct_room_keys as usize, keys.len());
+    for k in keys {
+        let room = RoomId::parse(k["room_id"].as_str().unwrap()).unwrap();
+        let session = store.get_inbound_group_session(&room, k["session_id"].as_str().unwrap()).await.unwrap().expect("every key is in the store");
+        assert_eq!(session.has_been_imported(), k["imported"].as_bool().unwrap(), "imported flag of {}", k["session_id"]);
+        assert_eq!(session.first_known_index(), k["first_message_index"].as_u64().unwrap() as u32);
+        assert_eq!(session.sender_key().to_base64(), k["sender_key"].as_str().unwrap());
+    }
+
+    let machine = OlmMachine::with_store(&user, &device, store.clone(), None).await.expect("the bot adopts the converted account");
+    assert_eq!(machine.device_id(), device);
+    let ids = machine.identity_keys();
+    assert_eq!(ids.curve25519.to_base64(), e["identity_keys"]["curve25519"].as_str().unwrap());
+    assert_eq!(ids.ed25519.to_base64(), e["identity_keys"]["ed25519"].as_str().unwrap());
+
+    let decrypt_all = |events: Vec<Value>| {
+        let machine = &machine;
+        async move {
+            let mut n = 0;
+            for ev in events {
+                let room = RoomId::parse(ev["room_id"].as_str().unwrap()).unwrap();
+                let raw = Raw::from_json_string(ev["event"].to_string()).unwrap();
+                let decrypted = machine.decrypt_room_event(&raw, &room, &settings()).await.unwrap_or_else(|err| panic!("event {} does not decrypt: {err}", ev["event"]["event_id"]));
+                let clear: Value = decrypted.event.deserialize_as().unwrap();
+                assert_eq!(clear["content"], ev["plaintext"]);
+                n += 1;
+            }
+            n
+        }
+    };
+    let events = e["events"].as_array().unwrap().clone();
+    let n = events.len();
+    assert_eq!(decrypt_all(events).await, n);
+
+    if let Some(olm) = e["olm"].as_object() {
+        for message in olm["to_device"].as_array().unwrap() {
+            let raw = Raw::from_json_string(message["event"].to_string()).unwrap();
+            let (decrypted, room_keys) = machine
+                .receive_sync_changes(EncryptionSyncChanges {
+                    to_device_events: vec![raw],
+                    changed_devices: &DeviceLists::default(),
+                    one_time_keys_counts: &BTreeMap::new(),
+                    unused_fallback_keys: None,
+                    next_batch_token: None,
+                })
+                .await
+                .unwrap();
+            let kind = message["kind"].as_str().unwrap();
+            let clear: Value = decrypted.first().unwrap_or_else(|| panic!("{kind} to-device message not decrypted")).deserialize_as().unwrap();
+            assert_eq!(clear["type"], "m.room_key", "{kind}: {clear}");
+            assert!(room_keys.iter().any(|k| k.session_id == message["session_id"].as_str().unwrap()), "{kind}: the room key it carries is imported");
+            let events = message["events"].as_array().unwrap().clone();
+            let n = events.len();
+            assert!(n > 0);
+            assert_eq!(decrypt_all(events).await, n, "{kind}: events in the new session decrypt");
+        }
+    }
+}
+
+#[tokio::test]
+async fn converted_stores_open_as_the_same_bot_with_every_key() {
+    for name in ["plain", "empty-passphrase", "passphrase", "mixed-upgrade", "msgpack-cipher"] {
+        let c = case(name);
+        let before = hash_tree(&c.store);
+        let report = run(&c.options()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(hash_tree(&c.store), before, "{name}: the Sled store is unchanged");
+        assert!(c.sqlite().is_file(), "{name}");
+        assert!(report.damaged.is_empty());
+        assert_eq!(report.device_id, c.expected["device_id"].as_str().unwrap());
+        let leftovers: Vec<_> = std::fs::read_dir(&c.store).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).filter(|n| n.starts_with('.') || n.ends_with("-wal") || n.ends_with("-shm")).collect();
+        assert!(leftovers.is_empty(), "{name}: one file, nothing beside it: {leftovers:?}");
+        check_as_the_bot(&c, &report).await;
+    }
+}
+
+#[tokio::test]
+async fn dry_run_counts_and_writes_nothing() {
+    let c = case("empty-passphrase");
+    let mut o = c.options();
+    o.dry_run = true;
+    let report = run(&o).await.unwrap();
+    assert_eq!(report.count("inbound_group_sessions").unwrap().converted as usize, c.expected["keys"].as_array().unwrap().len());
+    assert_eq!(report.count("account").unwrap().converted, 1);
+    assert!(!c.sqlite().exists());
+    assert_eq!(std::fs::read_dir(&c.store).unwrap().count(), 2, "only matrix-sdk-crypto/ and bot-sdk.json");
+    assert_eq!(std::fs::read_dir(&c.work).unwrap().count(), 0, "the working copy is gone");
+}
+
+#[tokio::test]
+async fn refuses_an_existing_account_unless_forced_and_then_keeps_it_aside() {
+    let c = case("plain");
+    run(&c.options()).await.unwrap();
+    let first = std::fs::read(c.sqlite()).unwrap();
+    let err = run(&c.options()).await.unwrap_err();
+    assert_eq!(err.code(), "SQLITE_STORE_EXISTS", "{err}");
+    assert_eq!(std::fs::read(c.sqlite()).unwrap(), first, "nothing written");
+    let mut o = c.options();
+    o.force = true;
+    let report = run(&o).await.unwrap();
+    let aside = report.moved_aside.clone().expect("the old store is moved aside");
+    assert!(aside.file_name().unwrap().to_str().unwrap().starts_with("matrix-sdk-crypto.sqlite3.before-convert-"));
+    assert_eq!(std::fs::read(&aside).unwrap(), first, "kept byte for byte");
+    check_as_the_bot(&c, &report).await;
+}
+
+#[tokio::test]
+async fn wrong_passphrase_and_locked_store_write_nothing() {
+    let c = case("passphrase");
+    let mut o = c.options();
+    o.sled_passphrase = String::new();
+    let err = run(&o).await.unwrap_err();
+    assert_eq!(err.code(), "WRONG_PASSPHRASE", "{err}");
+    assert!(!c.sqlite().exists());
+    assert_eq!(std::fs::read_dir(&c.store).unwrap().count(), 2);
+
+    let c = case("plain");
+    let db = std::fs::File::open(c.store.join("matrix-sdk-crypto/db")).unwrap();
+    // What Sled takes while the bot runs: an exclusive lock on db.
+    use std::os::fd::AsRawFd;
+    assert_eq!(unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let err = run(&c.options()).await.unwrap_err();
+    assert_eq!(err.code(), "STORE_LOCKED", "{err}");
+    assert!(!c.sqlite().exists());
+}
+
+#[tokio::test]
+async fn damaged_entries_stop_a_strict_run_and_are_listed_with_skip_errors() {
+    let c = case("damaged");
+    let err = run(&c.options()).await.unwrap_err();
+    assert_eq!(err.code(), "DAMAGED_ENTRIES", "{err}");
+    assert!(!c.sqlite().exists(), "a strict run writes nothing");
+    assert_eq!(std::fs::read_dir(&c.store).unwrap().count(), 2, "no temporary store left");
+
+    let mut o = c.options();
+    o.skip_errors = true;
+    let report = run(&o).await.unwrap();
+    let damaged = c.expected["damaged"].as_array().unwrap();
+    assert_eq!(report.damaged.len(), damaged.len());
+    assert!(report.damaged.iter().all(|d| d.tree == "inbound_group_sessions"));
+    check_as_the_bot(&c, &report).await;
+}
