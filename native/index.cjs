@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.ConvertJob = nativeBinding.ConvertJob
 module.exports.SessionStream = nativeBinding.SessionStream
 module.exports.StoreLock = nativeBinding.StoreLock
 module.exports.TreeJob = nativeBinding.TreeJob
@@ -849,5 +850,6 @@ module.exports.generateBackupKey = nativeBinding.generateBackupKey
 module.exports.lockStore = nativeBinding.lockStore
 module.exports.openKeyFileStream = nativeBinding.openKeyFileStream
 module.exports.openSessionStream = nativeBinding.openSessionStream
+module.exports.startConvert = nativeBinding.startConvert
 module.exports.startTreeCopy = nativeBinding.startTreeCopy
 module.exports.startTreeVerify = nativeBinding.startTreeVerify

@@ -9,6 +9,12 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+export declare class ConvertJob {
+  progress(): ConvertProgress
+  /** The report as JSON (`ConvertReport` in src/pipeline/convert.ts). */
+  wait(): Promise<string>
+}
+
 export declare class SessionStream {
   /** The next batch, or `null` at the end of the store. */
   next(): Promise<SessionBatch | null>
@@ -71,6 +77,26 @@ export interface ChecksumMismatch {
   path: string
   /** `missing`, `differs` or `unexpected`. */
   kind: string
+}
+
+export interface ConvertProgress {
+  /** `copy` (the working copy), then a Sled tree name. */
+  stage: string
+  /** Bytes copied, or entries of the tree converted. */
+  done: number
+  total: number
+}
+
+export interface ConvertRequest {
+  cryptoStorePath: string
+  /** The Sled store passphrase. */
+  passphrase?: string
+  /** The SQLite store's passphrase; absent: the same as `passphrase`. */
+  sqlitePassphrase?: string
+  workDir: string
+  dryRun: boolean
+  skipErrors: boolean
+  force: boolean
 }
 
 export interface DamagedRecord {
@@ -161,6 +187,8 @@ export interface SessionData {
   ciphertext: string
   mac: string
 }
+
+export declare function startConvert(request: ConvertRequest): ConvertJob
 
 /** Copies `source` to `destination` (which must not exist), hashing every byte in the same pass. */
 export declare function startTreeCopy(source: string, destination: string): TreeJob

@@ -6,6 +6,8 @@
  *   npm run bench                          sizes 10k, 100k, 1M; bloated store 20k sessions × 100 rewrites
  *   npm run bench -- --sizes 10000,100000  other sizes
  *   npm run bench -- --quick               small sizes, to check the harness (does not write docs/)
+ *   npm run bench -- --only convert        only `convert` (10k and 100k, or --convert-sizes): rewrites
+ *                                          the convert section of docs/benchmarks.md
  */
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,6 +29,8 @@ const flag = (name: string) => {
 const sizes = (flag('--sizes') ?? (quick ? '1000,10000' : '10000,100000,1000000')).split(',').map(Number);
 const referenceSizes = (flag('--reference-sizes') ?? (quick ? '1000' : '10000,100000')).split(',').map(Number).filter((n) => sizes.includes(n));
 const bloated = { sessions: Number(flag('--bloated-sessions') ?? (quick ? 2000 : 20000)), rewrites: Number(flag('--bloated-rewrites') ?? (quick ? 10 : 100)) };
+const convertSizes = (flag('--convert-sizes') ?? (quick ? '1000,10000' : '10000,100000')).split(',').map(Number);
+const only = flag('--only');
 const ROOMS = 50;
 /** The reference path's upload loop is stopped after this long; its rate is constant (see reference-upload.mjs). */
 const REFERENCE_BUDGET_S = Number(flag('--reference-budget-s') ?? (quick ? 20 : 120));
@@ -235,6 +239,56 @@ function measureBackup(sessions: number): BackupResult {
   }
 }
 
+interface ConvertResult {
+  sessions: number;
+  storeBytes: number;
+  sqliteBytes: number;
+  s: number;
+  sessionsPerS: number;
+  peakRssMb: number;
+}
+
+/** `convert` of a copy of the store (it writes the SQLite store beside the Sled one), whole process. */
+function measureConvert(sessions: number): ConvertResult {
+  const s = store('many', sessions);
+  const scratch = mkdtempSync(path.join(ROOT, '.cache', 'bench-convert-'));
+  try {
+    const copy = path.join(scratch, 'store');
+    spawnSync('cp', ['-r', s.store, copy]);
+    spawnSync('sync');
+    log(`convert of the ${k(sessions)} store`);
+    const run = timed(process.execPath, [...NODE_FLAGS, CLI, 'convert', '--crypto-store-path', copy, '--migration-dir', path.join(scratch, 'mig')], (out) => Number(/room keys: (\d+)/.exec(out)?.[1]));
+    if (run.result < sessions) throw new Error(`convert carried ${run.result} room keys of ${sessions}`);
+    return { sessions, storeBytes: duBytes(s.store), sqliteBytes: duBytes(path.join(copy, 'matrix-sdk-crypto.sqlite3')), s: run.wallS, sessionsPerS: run.result / run.wallS, peakRssMb: run.peakRssMb };
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+const CONVERT_START = '<!-- convert:start -->';
+const CONVERT_END = '<!-- convert:end -->';
+
+function convertSection(results: ConvertResult[], started: Date): string {
+  const rows = results.map((r) => `| ${k(r.sessions)} | ${fmt(r.storeBytes / 1e6)} MB | ${fmt(r.sqliteBytes / 1e6)} MB | ${fmt(r.s, 1)} s | ${fmt(r.sessionsPerS)}/s | ${fmt(r.peakRssMb)} MB |`).join('\n');
+  const first = results[0]!;
+  const last = results[results.length - 1]!;
+  return `${CONVERT_START}
+## convert
+
+\`convert\` (the keep-your-device path: Sled → matrix-sdk-sqlite 0.9 through the genuine
+matrix-sdk-crypto 0.9), whole process under \`/usr/bin/time\`, on a copy of each store: the working
+copy, reading and decoding every tree, writing the SQLite store in transactions of 1000, reopening
+and checking it, the rename. Measured ${started.toISOString().slice(0, 10)}; reproduce with
+\`npm run bench -- --only convert\` (or \`--convert-sizes 10000,100000\`).
+
+| sessions | Sled store | SQLite store | wall time | sessions/s | peak RSS |
+|---:|---:|---:|---:|---:|---:|
+${rows}
+
+Peak RSS ${k(last.sessions)} / ${k(first.sessions)}: **${fmt(last.peakRssMb / first.peakRssMb, 2)}×** for ${fmt(last.sessions / first.sessions)}× the sessions.
+${CONVERT_END}`;
+}
+
 function machine(): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
   const flags = readFileSync('/proc/cpuinfo', 'utf8');
@@ -430,6 +484,16 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   mkdirSync(CACHE, { recursive: true });
   cargoBuild();
+  if (only === 'convert') {
+    const section = convertSection(convertSizes.map(measureConvert), started);
+    const target = quick ? path.join(mkdtempSync(path.join(os.tmpdir(), 'bench-quick-')), 'benchmarks.md') : path.join(ROOT, 'docs', 'benchmarks.md');
+    const doc = existsSync(target) ? readFileSync(target, 'utf8') : '';
+    const at = doc.indexOf(CONVERT_START);
+    const next = at >= 0 ? doc.slice(0, at) + section + doc.slice(doc.indexOf(CONVERT_END) + CONVERT_END.length) : `${doc.trimEnd()}\n\n${section}\n`;
+    writeFileSync(target, next);
+    log(`wrote ${target}`);
+    return;
+  }
   log('X25519 ceiling');
   const ceiling = lastJson<{ threads: number; sessions_per_s: number }>(
     spawnSync(path.join(ROOT, 'target', 'release', 'examples', 'x25519_ceiling'), [quick ? '1' : '5'], { encoding: 'utf8' }).stdout,
@@ -443,12 +507,13 @@ async function main(): Promise<void> {
   }
   const b = measureBloated();
   const bk = measureBackup(sizes[sizes.length - 1]!);
+  const conversions = convertSizes.map(measureConvert);
   const seconds = (performance.now() - t0) / 1000;
-  const raw = { started: started.toISOString(), seconds, machine: machine(), ceiling, results, bloated: b, backup: bk };
+  const raw = { started: started.toISOString(), seconds, machine: machine(), ceiling, results, bloated: b, backup: bk, convert: conversions };
   const outDir = quick ? mkdtempSync(path.join(os.tmpdir(), 'bench-quick-')) : path.join(ROOT, 'docs');
   writeFileSync(path.join(outDir, 'benchmarks.json'), JSON.stringify(raw, null, 2) + '\n');
   writeFileSync(path.join(outDir, 'benchmarks.svg'), svg(results));
-  writeFileSync(path.join(outDir, 'benchmarks.md'), report(results, ceiling, b, bk, started, seconds));
+  writeFileSync(path.join(outDir, 'benchmarks.md'), `${report(results, ceiling, b, bk, started, seconds).trimEnd()}\n\n${convertSection(conversions, started)}\n`);
   log(`wrote ${path.join(outDir, 'benchmarks.md')}`);
 }
 

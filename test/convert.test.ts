@@ -1,0 +1,97 @@
+/**
+ * `convert` as an operator runs it: the CLI on copies of genuine stores. What the converted store
+ * holds is proven in Rust (crates/sqlite-convert/tests/convert.rs opens it with matrix-sdk-crypto
+ * 0.9's OlmMachine and decrypts the recorded events and Olm messages); here: exit codes, the one
+ * line of each refusal, nothing written on failure, the source never touched, no secret printed.
+ */
+import test from 'ava';
+import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { runCli } from './helpers/cli.js';
+import { committedFixture, copyFixture, holdStoreLock, treeHashes, type Fixture } from './helpers/fixtures.js';
+
+async function world(t: { teardown(fn: () => Promise<void>): void }, name: string): Promise<{ f: Fixture; mig: string; env: Record<string, string> }> {
+  const f = copyFixture(committedFixture(name));
+  const mig = await fs.mkdtemp(path.join(os.tmpdir(), 'convert-'));
+  t.teardown(async () => {
+    await fs.rm(mig, { recursive: true, force: true });
+    await fs.rm(f.dir, { recursive: true, force: true });
+  });
+  return { f, mig, env: { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig, STORE_PASSPHRASE: f.expected.passphrase ?? '' } };
+}
+
+const sqlite = (f: Fixture) => path.join(f.store, 'matrix-sdk-crypto.sqlite3');
+/** The store folder holds only what the bot put there: nothing half-written beside it. */
+const storeEntries = (f: Fixture) => readdirSync(f.store).sort();
+
+test('convert writes the SQLite store, keeps the Sled store byte for byte, prints no secret', async (t) => {
+  const { f, mig, env } = await world(t, 'empty-passphrase');
+  const before = treeHashes(path.join(f.store, 'matrix-sdk-crypto'));
+  const dry = await runCli(['convert', '--dry-run'], env);
+  t.is(dry.code, 0, dry.stderr);
+  t.regex(dry.stdout, new RegExp(`would convert the Sled store of ${f.expected.user_id.replace(/[.]/g, '\\.')}, device ${f.expected.device_id}`));
+  t.regex(dry.stdout, new RegExp(`room keys: ${f.expected.keys.length}\\b`));
+  t.regex(dry.stdout, /dry run: nothing was written/);
+  t.deepEqual(storeEntries(f), ['bot-sdk.json', 'matrix-sdk-crypto']);
+
+  const r = await runCli(['convert'], env);
+  t.is(r.code, 0, r.stderr);
+  t.true(existsSync(sqlite(f)));
+  t.deepEqual(storeEntries(f), ['bot-sdk.json', 'matrix-sdk-crypto', 'matrix-sdk-crypto.sqlite3']);
+  t.regex(r.stdout, /wrote .*matrix-sdk-crypto\.sqlite3/);
+  t.regex(r.stderr, /never start the old bot against the Sled store again/);
+  t.deepEqual(treeHashes(path.join(f.store, 'matrix-sdk-crypto')), before, 'the Sled store is unchanged');
+  t.deepEqual(readdirSync(mig), [], 'the working copy is gone, nothing else written');
+  const printed = dry.stdout + dry.stderr + r.stdout + r.stderr;
+  for (const k of f.expected.keys) t.false(printed.includes(k.session_key), 'no session key printed');
+  // A plaintext key would show as its base64 inside the SQLite file if the store were unencrypted.
+  const file = readFileSync(sqlite(f)).toString('latin1');
+  t.false(f.expected.keys.some((k) => file.includes(k.session_key.slice(0, 40))), 'the SQLite store is encrypted');
+});
+
+test('convert refuses an existing account (exit 15) unless --force, which keeps it aside', async (t) => {
+  const { f, env } = await world(t, 'plain');
+  t.is((await runCli(['convert'], env)).code, 0);
+  const first = await fs.readFile(sqlite(f));
+  const again = await runCli(['convert'], env);
+  t.is(again.code, 15, again.stderr);
+  t.regex(again.stderr, /^error: .*already holds a SQLite crypto store with an Olm account.*Fix: .*--force/m);
+  t.is(again.stderr.trim().split('\n').length, 1, 'one line');
+  t.deepEqual(await fs.readFile(sqlite(f)), first, 'nothing written');
+  const forced = await runCli(['convert', '--force'], env);
+  t.is(forced.code, 0, forced.stderr);
+  const aside = readdirSync(f.store).find((n) => n.startsWith('matrix-sdk-crypto.sqlite3.before-convert-'));
+  t.truthy(aside, forced.stderr);
+  t.deepEqual(await fs.readFile(path.join(f.store, aside!)), first, 'the old store is kept byte for byte');
+});
+
+test('convert refuses a running bot (4) and a wrong passphrase (5), writing nothing', async (t) => {
+  const { f, env } = await world(t, 'passphrase');
+  const wrong = await runCli(['convert'], { ...env, STORE_PASSPHRASE: 'not it' });
+  t.is(wrong.code, 5, wrong.stderr);
+  t.regex(wrong.stderr, /passphrase is wrong.*Fix: set STORE_PASSPHRASE/);
+  t.deepEqual(storeEntries(f), ['bot-sdk.json', 'matrix-sdk-crypto']);
+
+  const lock = await holdStoreLock(f.store);
+  t.teardown(() => lock.release());
+  const locked = await runCli(['convert'], env);
+  t.is(locked.code, 4, locked.stderr);
+  t.regex(locked.stderr, /in use by another process.*Fix: stop the bot/);
+  t.deepEqual(storeEntries(f), ['bot-sdk.json', 'matrix-sdk-crypto']);
+});
+
+test('convert is strict on damaged entries (6, nothing written); --skip-errors lists them', async (t) => {
+  const { f, mig, env } = await world(t, 'damaged');
+  const strict = await runCli(['convert'], env);
+  t.is(strict.code, 6, strict.stderr);
+  t.regex(strict.stderr, /damaged entry in the Sled tree inbound_group_sessions.*Fix: rerun with --skip-errors/);
+  t.deepEqual(storeEntries(f), ['bot-sdk.json', 'matrix-sdk-crypto']);
+
+  const r = await runCli(['convert', '--skip-errors'], env);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, new RegExp(`room keys: ${f.expected.keys.length}, ${f.expected.damaged.length} damaged`));
+  const failed = JSON.parse(await fs.readFile(path.join(mig, 'failed-sessions.json'), 'utf8')) as { total_failed: number; failed: { tree: string; key_hex: string }[] };
+  t.is(failed.total_failed, f.expected.damaged.length);
+  t.deepEqual(failed.failed.map((d) => d.key_hex).sort(), f.expected.damaged.map((d) => d.sled_key_hex).sort());
+});
