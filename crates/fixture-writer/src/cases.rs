@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
@@ -9,6 +10,7 @@ use serde_json::{json, Value};
 use matrix_sdk_crypto::store::CryptoStore;
 
 use crate::damage;
+use crate::exchange;
 use crate::write::*;
 use crate::Args;
 
@@ -19,6 +21,8 @@ struct Plan {
     /// Events recorded per session, for the first `event_sessions` sessions.
     events_per_session: usize,
     event_sessions: usize,
+    /// Run the Olm exchange (`exchange.rs`) over the bot's store and record it in `olm`.
+    olm: bool,
 }
 
 fn origin_for(i: usize) -> Origin {
@@ -49,14 +53,14 @@ pub async fn write_case(case: &str, dir: &Path, args: &Args) -> Result<()> {
     let store_dir = dir.join("store");
     std::fs::create_dir_all(&store_dir)?;
     write_bot_sdk_json(&store_dir)?;
-    let small = |passphrase, sessions| Plan { passphrase, sessions, rooms: 3, events_per_session: 2, event_sessions: usize::MAX };
+    let small = |passphrase, sessions, olm| Plan { passphrase, sessions, rooms: 3, events_per_session: 2, event_sessions: usize::MAX, olm };
     match case {
-        "plain" => standard(case, dir, small(None, 20)).await,
-        "empty-passphrase" => standard(case, dir, small(Some(""), 20)).await,
-        "passphrase" => standard(case, dir, small(Some("correct horse battery staple"), 10)).await,
-        "empty" => standard(case, dir, small(Some(""), 0)).await,
+        "plain" => standard(case, dir, small(None, 20, true)).await,
+        "empty-passphrase" => standard(case, dir, small(Some(""), 20, true)).await,
+        "passphrase" => standard(case, dir, small(Some("correct horse battery staple"), 10, true)).await,
+        "empty" => standard(case, dir, small(Some(""), 0, false)).await,
         "many" => {
-            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50 };
+            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50, olm: true };
             standard(case, dir, plan).await
         }
         "bloated" => bloated(case, dir, args).await,
@@ -70,9 +74,10 @@ pub async fn write_case(case: &str, dir: &Path, args: &Args) -> Result<()> {
 }
 
 /// Sessions from three peers over `rooms` rooms, saved in chunks; keys streamed to expected.json.
+/// With `plan.olm`, then the Olm exchange over the same store (its keys and events added).
 async fn standard(case: &str, dir: &Path, plan: Plan) -> Result<()> {
     let store_dir = dir.join("store");
-    let store = open_store(&store_dir, plan.passphrase)?;
+    let store = Arc::new(open_store(&store_dir, plan.passphrase)?);
     let bot = bot_account();
     let identity = bot.identity_keys();
     save(&store, Some(bot), vec![]).await?;
@@ -97,13 +102,25 @@ async fn standard(case: &str, dir: &Path, plan: Plan) -> Result<()> {
         save(&store, None, chunk).await?;
         done += n;
     }
+    let olm = if plan.olm {
+        let recorded = exchange::run(store, &store_dir, plan.passphrase, &identity).await?;
+        for key in &recorded.keys {
+            serde_json::to_writer(&mut keys_out, key)?;
+            keys_out.write_all(b"\n")?;
+        }
+        events.extend(recorded.events);
+        recorded.olm
+    } else {
+        drop(store);
+        Value::Null
+    };
     keys_out.flush()?;
     drop(keys_out);
-    drop(store);
 
     let mut h = header(case, plan.passphrase, 5);
     h["identity_keys"] = json!({"curve25519": identity.curve25519.to_base64(), "ed25519": identity.ed25519.to_base64()});
     h["events"] = Value::Array(events);
+    h["olm"] = olm;
     write_expected(dir, h, &keys_path)
 }
 
@@ -111,7 +128,7 @@ async fn standard(case: &str, dir: &Path, plan: Plan) -> Result<()> {
 /// the genuine store (as a bot re-saves sessions), so Sled's log holds many dead versions of each
 /// value and the store is far bigger on disk than its live data.
 async fn bloated(case: &str, dir: &Path, args: &Args) -> Result<()> {
-    standard(case, dir, Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 10 }).await?;
+    standard(case, dir, Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 10, olm: false }).await?;
     let store_dir = dir.join("store");
     let store = open_store(&store_dir, Some(""))?;
     let sessions = store.get_inbound_group_sessions().await?;
@@ -154,7 +171,7 @@ async fn mixed_upgrade(case: &str, dir: &Path) -> Result<()> {
 }
 
 async fn damaged(case: &str, dir: &Path, passphrase: Option<&'static str>) -> Result<()> {
-    standard(case, dir, Plan { passphrase, sessions: 30, rooms: 3, events_per_session: 1, event_sessions: usize::MAX }).await?;
+    standard(case, dir, Plan { passphrase, sessions: 30, rooms: 3, events_per_session: 1, event_sessions: usize::MAX, olm: false }).await?;
     let damaged = damage::damage_entries(&dir.join("store").join("matrix-sdk-crypto"), passphrase)?;
     let expected_path = dir.join("expected.json");
     let mut expected: Value = serde_json::from_slice(&std::fs::read(&expected_path)?)?;

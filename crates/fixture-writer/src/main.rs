@@ -2,12 +2,15 @@
 //! (matrix-sdk-crypto 0.6.0, matrix-sdk-sled 0.2.0, matrix-sdk-store-encryption 0.2.0) and, beside
 //! each store, what that code says it wrote: `InboundGroupSession::export()` of every session and
 //! real Megolm events encrypted by the paired outbound sessions. The damaged cases are genuine
-//! stores edited afterwards with the store's own cipher.
+//! stores edited afterwards with the store's own cipher. `plain`, `empty-passphrase`, `passphrase`
+//! and `many` also record a real Olm exchange of the bot's 0.6 `OlmMachine` over its Sled store
+//! with two peer devices (`exchange.rs`): expected.json's `olm`.
 //!
 //! cargo run --release --manifest-path crates/fixture-writer/Cargo.toml -- OUT_DIR [--case NAME]... [--sessions N] [--rooms R]
 
 mod cases;
 mod damage;
+mod exchange;
 mod write;
 
 use anyhow::{bail, Result};
