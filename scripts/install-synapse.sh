@@ -7,9 +7,16 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${SYNAPSE_VENV:-$ROOT/.cache/synapse-venv}"
 PY="${PYTHON:-python3}"
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('matrix-synapse') == '$SYNAPSE_VERSION' else 1)" 2>/dev/null; then
-  exit 0
-fi
+installed() {
+  [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(0 if m.version('matrix-synapse') == '$SYNAPSE_VERSION' else 1)" 2>/dev/null
+}
+installed && exit 0
+# Test files run in parallel processes and each may get here on a fresh machine: one installs, the
+# others wait for it and then find it installed.
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9
+installed && exit 0
 echo "installing matrix-synapse $SYNAPSE_VERSION into $VENV (once; cached afterwards)" >&2
 rm -rf "$VENV.tmp"
 "$PY" -m venv "$VENV.tmp"

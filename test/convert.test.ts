@@ -5,7 +5,7 @@
  * line of each refusal, nothing written on failure, the source never touched, no secret printed.
  */
 import test from 'ava';
-import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, promises as fs, readdirSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runCli } from './helpers/cli.js';
@@ -32,12 +32,15 @@ test('convert writes the SQLite store, keeps the Sled store byte for byte, print
   t.is(dry.code, 0, dry.stderr);
   t.regex(dry.stdout, new RegExp(`would convert the Sled store of ${f.expected.user_id.replace(/[.]/g, '\\.')}, device ${f.expected.device_id}`));
   t.regex(dry.stdout, new RegExp(`room keys: ${f.expected.keys.length}\\b`));
+  t.regex(dry.stdout, new RegExp(`Olm sessions: ${f.expected.olm!.olm_sessions}\\b`));
+  t.regex(dry.stdout, new RegExp(`tracked users: ${f.expected.olm!.tracked_users.length}\\b`));
   t.regex(dry.stdout, /dry run: nothing was written/);
   t.deepEqual(storeEntries(f), ['bot-sdk.json', 'matrix-sdk-crypto']);
 
   const r = await runCli(['convert'], env);
   t.is(r.code, 0, r.stderr);
   t.true(existsSync(sqlite(f)));
+  t.is(statSync(sqlite(f)).mode & 0o777, 0o600, 'the store holds keys: 0600');
   t.deepEqual(storeEntries(f), ['bot-sdk.json', 'matrix-sdk-crypto', 'matrix-sdk-crypto.sqlite3']);
   t.regex(r.stdout, /wrote .*matrix-sdk-crypto\.sqlite3/);
   t.regex(r.stderr, /never start the old bot against the Sled store again/);

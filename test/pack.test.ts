@@ -37,6 +37,15 @@ packTest('npm pack, install offline from the tarballs without Rust, then npx sle
   const platform = tarballs.find((f) => f.startsWith(`sled-migration-tool-${PLATFORM}`))!;
   t.truthy(main && platform, tarballs.join(', '));
 
+  // npm's cache gets the registry dependencies first, as a user's npm fetches them from the registry
+  // (a fresh machine's cache holds only the tarballs package-lock.json named, not their metadata).
+  const deps = Object.entries((JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> }).dependencies).map(([n, v]) => `${n}@${v}`);
+  const warm = path.join(work, 'warm');
+  spawnSync('mkdir', ['-p', warm]);
+  writeFileSync(path.join(warm, 'package.json'), '{"name":"warm","version":"1.0.0","private":true}\n');
+  const warmed = run('npm', ['install', '--prefer-offline', '--ignore-scripts', '--no-audit', '--no-fund', ...deps], warm);
+  t.is(warmed.code, 0, warmed.out);
+
   // An empty project; no network (--offline: dependencies only from npm's cache), no cargo on PATH.
   const app = path.join(work, 'app');
   spawnSync('mkdir', ['-p', app]);

@@ -18,7 +18,7 @@ const KINDS: Record<string, string> = {
 };
 
 export const OLD_BOT_WARNING =
-  'never start the old bot against the Sled store again: two live copies of one Olm account break its sessions with every peer. Keep the Sled store only as the rollback (docs/migration-guide.md)';
+  'never start the old bot against the Sled store again: two live copies of one Olm account break its sessions with every peer. Keep the Sled store only as the rollback, for as long as the new bot has not run (docs/convert.md)';
 
 export class ConvertCommand extends BaseCommand {
   static override paths = [['convert']];

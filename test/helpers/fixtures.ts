@@ -40,6 +40,15 @@ export interface Expected {
   keys: ExpectedKey[];
   damaged: { sled_key_hex: string; damage: string; room_id?: string; session_id?: string }[];
   events: RecordedEvent[];
+  identity_keys: { curve25519: string; ed25519: string } | null;
+  /** An Olm exchange with peer devices (crates/fixture-writer/src/exchange.rs), where the case has one. */
+  olm: {
+    peer_devices: { user_id: string; device_id: string; curve25519: string; ed25519: string }[];
+    olm_sessions: number;
+    tracked_users: string[];
+    devices: number;
+    to_device: { kind: 'existing-session' | 'one-time-key'; event: Record<string, unknown>; room_id: string; session_id: string; events: RecordedEvent[] }[];
+  } | null;
 }
 
 export interface Fixture {

@@ -124,6 +124,7 @@ impl TempStore {
         self.close();
         let written = self.dir.join(SQLITE_STORE_NAME);
         checkpoint(&written)?;
+        give_to_the_bot(&written, crypto_store_dir)?;
         fsync(&written)?;
         let target = crypto_store_dir.join(SQLITE_STORE_NAME);
         let mut moved_aside = None;
@@ -185,6 +186,22 @@ fn checkpoint(db: &Path) -> Result<(), ConvertError> {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Err(ConvertError::Write(format!("{} stayed busy: another process has it open", db.display())))
+}
+
+/// The store holds the bot's keys: 0600, and owned by whoever owns the Sled store (the bot's user),
+/// so a conversion run as root leaves a store the bot can open.
+fn give_to_the_bot(file: &Path, crypto_store_dir: &Path) -> Result<(), ConvertError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| ConvertError::io(format!("cannot restrict {}", file.display()), e))?;
+    let owner = std::fs::metadata(crypto_store_dir.join(sled_store::locate::SLED_DIR_NAME).join("db"))
+        .map_err(|e| ConvertError::io("cannot read the owner of the Sled store", e))?;
+    let me = std::fs::metadata(file).map_err(|e| ConvertError::io(format!("cannot read {}", file.display()), e))?;
+    if (me.uid(), me.gid()) != (owner.uid(), owner.gid()) {
+        std::os::unix::fs::chown(file, Some(owner.uid()), Some(owner.gid()))
+            .map_err(|e| ConvertError::io(format!("cannot give {} to the owner of the Sled store (uid {})", file.display(), owner.uid()), e))?;
+    }
+    Ok(())
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
