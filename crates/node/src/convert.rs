@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use sqlite_convert::{ConvertError, ConvertOptions, Progress};
-use tokio::sync::oneshot;
 
 use crate::errors::coded;
+use crate::job::Outcome;
 
 #[napi(object)]
 pub struct ConvertRequest {
@@ -37,7 +37,7 @@ pub struct ConvertProgress {
 #[napi]
 pub struct ConvertJob {
     progress: Arc<Mutex<ConvertProgress>>,
-    done: Mutex<Option<oneshot::Receiver<Result<String>>>>,
+    done: Outcome<String>,
 }
 
 fn convert_error(e: ConvertError) -> Error {
@@ -56,7 +56,7 @@ pub fn start_convert(request: ConvertRequest) -> Result<ConvertJob> {
 
     let progress = Arc::new(Mutex::new(ConvertProgress::default()));
     let shared = progress.clone();
-    let (tx, rx) = oneshot::channel();
+    let (tx, done) = Outcome::new();
     std::thread::Builder::new()
         .name("convert".into())
         .spawn(move || {
@@ -75,7 +75,7 @@ pub fn start_convert(request: ConvertRequest) -> Result<ConvertJob> {
             let _ = tx.send(result);
         })
         .map_err(|e| Error::from_reason(e.to_string()))?;
-    Ok(ConvertJob { progress, done: Mutex::new(Some(rx)) })
+    Ok(ConvertJob { progress, done })
 }
 
 #[napi]
@@ -88,12 +88,6 @@ impl ConvertJob {
     /// The report as JSON (`ConvertReport` in src/pipeline/convert.ts).
     #[napi]
     pub async fn wait(&self) -> Result<String> {
-        let rx = self
-            .done
-            .lock()
-            .ok()
-            .and_then(|mut d| d.take())
-            .ok_or_else(|| Error::from_reason("wait() called twice"))?;
-        rx.await.map_err(|_| Error::from_reason("the convert thread ended without a result"))?
+        self.done.wait("convert").await
     }
 }

@@ -5,6 +5,7 @@
 mod backup;
 mod convert;
 mod errors;
+mod job;
 mod stream;
 mod tree;
 

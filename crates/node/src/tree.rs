@@ -9,10 +9,10 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use sled_store::lock::SourceLock;
 use sled_store::StoreLocation;
-use tokio::sync::oneshot;
 use tree_copy::{ChecksumLine, MismatchKind, Progress, TreeError};
 
 use crate::errors::{coded, open_error};
+use crate::job::Outcome;
 
 #[napi(object)]
 pub struct TreeProgress {
@@ -48,7 +48,7 @@ pub struct TreeJobResult {
 #[napi]
 pub struct TreeJob {
     progress: Arc<Progress>,
-    done: Mutex<Option<oneshot::Receiver<Result<TreeJobResult>>>>,
+    done: Outcome<TreeJobResult>,
 }
 
 fn tree_error(e: TreeError) -> Error {
@@ -82,7 +82,7 @@ impl TreeJob {
         work: impl FnOnce(&Progress) -> Result<TreeJobResult> + Send + 'static,
     ) -> Result<TreeJob> {
         let progress = Arc::new(Progress::default());
-        let (tx, rx) = oneshot::channel();
+        let (tx, done) = Outcome::new();
         let shared = progress.clone();
         std::thread::Builder::new()
             .name("tree-copy".into())
@@ -90,10 +90,7 @@ impl TreeJob {
                 let _ = tx.send(work(&shared));
             })
             .map_err(|e| Error::from_reason(e.to_string()))?;
-        Ok(TreeJob {
-            progress,
-            done: Mutex::new(Some(rx)),
-        })
+        Ok(TreeJob { progress, done })
     }
 }
 
@@ -118,14 +115,7 @@ impl TreeJob {
 
     #[napi]
     pub async fn wait(&self) -> Result<TreeJobResult> {
-        let rx = self
-            .done
-            .lock()
-            .ok()
-            .and_then(|mut d| d.take())
-            .ok_or_else(|| Error::from_reason("wait() called twice"))?;
-        rx.await
-            .map_err(|_| Error::from_reason("the copy thread ended without a result"))?
+        self.done.wait("copy").await
     }
 }
 

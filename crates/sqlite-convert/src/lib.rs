@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use matrix_sdk_crypto::olm::{Account, Session};
 use matrix_sdk_crypto::store::{Changes, DeviceChanges, IdentityChanges};
-use sled_store::{CopyProgress, OpenOptions, ScanItem, SledStore, StoreLocation, TreeScanner};
+use sled_store::{CopyProgress, Decoder, OpenOptions, ScanItem, SledStore, StoreLocation, TreeScanner};
 
 pub use error::ConvertError;
 pub use report::{ConvertReport, DamagedRecord, TreeCount};
@@ -150,41 +150,24 @@ pub async fn convert_async(options: &ConvertOptions, progress: &mut dyn FnMut(Pr
     }
     report.has_cross_signing_identity = changes.private_identity.is_some();
     report.put(tally);
-    if let Some(t) = &target {
-        t.save(changes).await?;
-    }
+    save(target.as_ref(), changes).await?;
 
     // Room keys: the one tree that can be huge. Each chunk is one SQLite transaction.
-    let chunk = options.chunk_size.max(1);
+    let target_ref = target.as_ref();
     let mut room_key_ids = Vec::new();
-    let mut scanner = sled.entries(sled_entries::INBOUND_GROUP_SESSIONS, sled_entries::inbound_group_session, None);
-    let mut tally = report.tree(sled_entries::INBOUND_GROUP_SESSIONS);
-    loop {
-        let sessions = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
-        if sessions.is_empty() {
-            break;
-        }
+    carry(&sled, &mut report, options, progress, sled_entries::INBOUND_GROUP_SESSIONS, sled_entries::inbound_group_session, async |sessions, _| {
         // 8 bytes a key, to count distinct (room, session) pairs afterwards: the SQLite store keys
         // them so, and a Sled store can hold one session under two keys (older key layouts).
         room_key_ids.extend(sessions.iter().map(|s| fingerprint(s.room_id().as_str(), s.session_id())));
-        if let Some(t) = &target {
-            t.save(Changes { inbound_group_sessions: sessions, ..Default::default() }).await?;
-        }
-        progress(Progress::Tree { tree: sled_entries::INBOUND_GROUP_SESSIONS, entries: tally.converted + tally.damaged });
-    }
+        save(target_ref, Changes { inbound_group_sessions: sessions, ..Default::default() }).await
+    })
+    .await?;
     room_key_ids.sort_unstable();
     room_key_ids.dedup();
     report.distinct_room_keys = room_key_ids.len() as u64;
     drop(room_key_ids);
-    report.put(tally);
 
-    let mut scanner = sled.entries(sled_entries::OLM_SESSIONS, sled_entries::olm_session, None);
-    let mut tally = report.tree(sled_entries::OLM_SESSIONS);
-    loop {
-        let pickles = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
-        if pickles.is_empty() {
-            break;
-        }
+    carry(&sled, &mut report, options, progress, sled_entries::OLM_SESSIONS, sled_entries::olm_session, async |pickles, tally| {
         let mut sessions = Vec::with_capacity(pickles.len());
         for pickle in pickles {
             match Session::from_pickle(device_keys.clone(), pickle) {
@@ -197,65 +180,26 @@ pub async fn convert_async(options: &ConvertOptions, progress: &mut dyn FnMut(Pr
                 }
             }
         }
-        if let Some(t) = &target {
-            t.save(Changes { sessions, ..Default::default() }).await?;
-        }
-        progress(Progress::Tree { tree: sled_entries::OLM_SESSIONS, entries: tally.converted + tally.damaged });
-    }
-    report.put(tally);
-
-    let mut scanner = sled.entries(sled_entries::DEVICES, sled_entries::device, None);
-    let mut tally = report.tree(sled_entries::DEVICES);
-    loop {
-        let devices = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
-        if devices.is_empty() {
-            break;
-        }
-        if let Some(t) = &target {
-            t.save(Changes { devices: DeviceChanges { new: devices, ..Default::default() }, ..Default::default() }).await?;
-        }
-    }
-    report.put(tally);
-
-    let mut scanner = sled.entries(sled_entries::IDENTITIES, sled_entries::identity, None);
-    let mut tally = report.tree(sled_entries::IDENTITIES);
-    loop {
-        let identities = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
-        if identities.is_empty() {
-            break;
-        }
-        if let Some(t) = &target {
-            t.save(Changes { identities: IdentityChanges { new: identities, ..Default::default() }, ..Default::default() }).await?;
-        }
-    }
-    report.put(tally);
-
-    let mut scanner = sled.entries(sled_entries::TRACKED_USERS, sled_entries::tracked_user, None);
-    let mut tally = report.tree(sled_entries::TRACKED_USERS);
-    loop {
-        let users = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
-        if users.is_empty() {
-            break;
-        }
-        if let Some(t) = &target {
-            t.save_tracked_users(&users).await?;
-        }
-    }
-    let tracked_users = tally.converted;
-    report.put(tally);
-
-    let mut scanner = sled.entries(sled_entries::OLM_HASHES, sled_entries::olm_hash, None);
-    let mut tally = report.tree(sled_entries::OLM_HASHES);
-    loop {
-        let message_hashes = next_chunk(&mut scanner, chunk, &mut tally, options.skip_errors)?;
-        if message_hashes.is_empty() {
-            break;
-        }
-        if let Some(t) = &target {
-            t.save(Changes { message_hashes, ..Default::default() }).await?;
-        }
-    }
-    report.put(tally);
+        save(target_ref, Changes { sessions, ..Default::default() }).await
+    })
+    .await?;
+    carry(&sled, &mut report, options, progress, sled_entries::DEVICES, sled_entries::device, async |devices, _| {
+        save(target_ref, Changes { devices: DeviceChanges { new: devices, ..Default::default() }, ..Default::default() }).await
+    })
+    .await?;
+    carry(&sled, &mut report, options, progress, sled_entries::IDENTITIES, sled_entries::identity, async |identities, _| {
+        save(target_ref, Changes { identities: IdentityChanges { new: identities, ..Default::default() }, ..Default::default() }).await
+    })
+    .await?;
+    let tracked_users = carry(&sled, &mut report, options, progress, sled_entries::TRACKED_USERS, sled_entries::tracked_user, async |users, _| match target_ref {
+        Some(t) => t.save_tracked_users(&users).await,
+        None => Ok(()),
+    })
+    .await?;
+    carry(&sled, &mut report, options, progress, sled_entries::OLM_HASHES, sled_entries::olm_hash, async |message_hashes, _| {
+        save(target_ref, Changes { message_hashes, ..Default::default() }).await
+    })
+    .await?;
 
     for (tree, why) in sled_entries::LEFT_BEHIND {
         let mut tally = report.tree(tree);
@@ -300,6 +244,40 @@ fn check_written(report: &ConvertReport, written: &sqlite_target::WrittenStore, 
         return Err(ConvertError::CheckFailed("the backup version or key differs".into()));
     }
     Ok(())
+}
+
+/// Streams one tree in chunks of `chunk_size`: each chunk of decoded entries goes to `write` (one
+/// SQLite transaction, or nothing in a dry run), damaged entries to the report (a strict run stops
+/// on the first). Returns how many entries were converted.
+async fn carry<T>(
+    sled: &SledStore,
+    report: &mut ConvertReport,
+    options: &ConvertOptions,
+    progress: &mut dyn FnMut(Progress),
+    tree: &'static str,
+    decode: Decoder<T>,
+    mut write: impl AsyncFnMut(Vec<T>, &mut TreeCount) -> Result<(), ConvertError>,
+) -> Result<u64, ConvertError> {
+    let mut scanner = sled.entries(tree, decode, None);
+    let mut tally = report.tree(tree);
+    loop {
+        let chunk = next_chunk(&mut scanner, options.chunk_size.max(1), &mut tally, options.skip_errors)?;
+        if chunk.is_empty() {
+            break;
+        }
+        write(chunk, &mut tally).await?;
+        progress(Progress::Tree { tree, entries: tally.converted + tally.damaged });
+    }
+    let converted = tally.converted;
+    report.put(tally);
+    Ok(converted)
+}
+
+async fn save(target: Option<&TempStore>, changes: Changes) -> Result<(), ConvertError> {
+    match target {
+        Some(t) => t.save(changes).await,
+        None => Ok(()),
+    }
 }
 
 /// Up to `n` decoded entries; damaged ones are recorded in `tally` (or stop the run when strict).
