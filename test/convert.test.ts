@@ -9,7 +9,7 @@ import { existsSync, promises as fs, readdirSync, readFileSync, statSync } from 
 import os from 'node:os';
 import path from 'node:path';
 import { runCli } from './helpers/cli.js';
-import { committedFixture, copyFixture, holdStoreLock, treeHashes, type Fixture } from './helpers/fixtures.js';
+import { committedFixture, copyFixture, generatedFixture, holdStoreLock, treeHashes, type Fixture } from './helpers/fixtures.js';
 
 async function world(t: { teardown(fn: () => Promise<void>): void }, name: string): Promise<{ f: Fixture; mig: string; env: Record<string, string> }> {
   const f = copyFixture(committedFixture(name));
@@ -97,4 +97,31 @@ test('convert is strict on damaged entries (6, nothing written); --skip-errors l
   const failed = JSON.parse(await fs.readFile(path.join(mig, 'failed-sessions.json'), 'utf8')) as { total_failed: number; failed: { tree: string; key_hex: string }[] };
   t.is(failed.total_failed, f.expected.damaged.length);
   t.deepEqual(failed.failed.map((d) => d.key_hex).sort(), f.expected.damaged.map((d) => d.sled_key_hex).sort());
+});
+
+test('convert killed at any moment leaves no store or a whole one; the rerun completes and sweeps the temporary folder', async (t) => {
+  const f = copyFixture(generatedFixture('many', 3000, 5));
+  const mig = await fs.mkdtemp(path.join(os.tmpdir(), 'convert-kill-'));
+  t.teardown(async () => {
+    await fs.rm(mig, { recursive: true, force: true });
+    await fs.rm(f.dir, { recursive: true, force: true });
+  });
+  const env = { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig };
+  const before = treeHashes(path.join(f.store, 'matrix-sdk-crypto'));
+  let killed = 0;
+  for (const ms of [200, 450, 700, 950, 1200]) {
+    const r = await runCli(['convert'], env, { killAfterMs: ms });
+    if (r.signal !== 'SIGKILL') break;
+    killed++;
+    const temps = readdirSync(f.store).filter((n) => n.startsWith('.'));
+    t.true(temps.every((n) => /^\.sqlite-convert-\d+\.incomplete$/.test(n)), temps.join(', '));
+    // The rename is the last step: after a kill there is no store, or the whole checked one.
+    if (existsSync(sqlite(f))) break;
+  }
+  t.true(killed > 0, 'at least one run was killed mid-way');
+  const rerun = await runCli(existsSync(sqlite(f)) ? ['convert', '--force'] : ['convert'], env);
+  t.is(rerun.code, 0, rerun.stderr);
+  t.regex(rerun.stdout, new RegExp(`room keys: ${f.expected.keys.length}\\b`));
+  t.deepEqual(readdirSync(f.store).filter((n) => n.startsWith('.')), [], 'abandoned temporary stores removed');
+  t.deepEqual(treeHashes(path.join(f.store, 'matrix-sdk-crypto')), before, 'the Sled store is unchanged');
 });
