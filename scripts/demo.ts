@@ -2,7 +2,9 @@
  * npm run demo: the whole migration of the bundled sample store (a genuine matrix-bot-sdk 0.6.6+
  * store, test/fixtures/empty-passphrase) against a throwaway local Synapse, ending with the proof:
  * matrix-rust-sdk's own crypto, given only recovery-key.txt, restores the keys and decrypts the
- * bot's recorded encrypted messages.
+ * bot's recorded encrypted messages. Then the other path on the same store: `convert`, the Sled store
+ * straight into the SQLite store the upgraded bot opens (its proof, a matrix-sdk-crypto 0.9
+ * OlmMachine over that store, is `cargo test -p sqlite-convert`).
  */
 import { spawn } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -55,7 +57,15 @@ async function main(): Promise<number> {
     say(`   decrypted ${events.ok} of ${sample.expected.events.length} recorded encrypted messages, e.g. "${(sample.expected.events[0]!.plaintext as { body: string }).body}"`);
     const ok = events.ok === sample.expected.events.length && imported.importedCount === sample.expected.keys.length;
     say(ok ? 'The bot can read its encrypted history again.' : 'PROOF FAILED');
-    return ok ? 0 : 1;
+    if (!ok) return 1;
+
+    say('5. The other path, keeping the device: sled-migration-tool convert   (Sled → matrix-sdk-crypto.sqlite3, nothing on the server)');
+    const converted = await new Promise<number>((resolve) => {
+      const child = spawn(process.execPath, [CLI, 'convert'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+      child.on('close', (c) => resolve(c ?? 1));
+    });
+    say(converted === 0 ? '   the upgraded bot opens it as the same device with every key (proven by cargo test -p sqlite-convert: a 0.9 OlmMachine decrypts the recorded messages and Olm to-device messages)' : `   convert failed (exit ${converted})`);
+    return converted;
   } finally {
     await synapse.stop();
     rmSync(work, { recursive: true, force: true });
