@@ -23,6 +23,9 @@ struct Plan {
     event_sessions: usize,
     /// Run the Olm exchange (`exchange.rs`) over the bot's store and record it in `olm`.
     olm: bool,
+    /// Also store a backup version with its recovery key and a private cross-signing identity, as
+    /// a bot that enabled both holds them; recorded in `backup_and_cross_signing`.
+    secrets: bool,
 }
 
 fn origin_for(i: usize) -> Origin {
@@ -53,14 +56,14 @@ pub async fn write_case(case: &str, dir: &Path, args: &Args) -> Result<()> {
     let store_dir = dir.join("store");
     std::fs::create_dir_all(&store_dir)?;
     write_bot_sdk_json(&store_dir)?;
-    let small = |passphrase, sessions, olm| Plan { passphrase, sessions, rooms: 3, events_per_session: 2, event_sessions: usize::MAX, olm };
+    let small = |passphrase, sessions, olm| Plan { passphrase, sessions, rooms: 3, events_per_session: 2, event_sessions: usize::MAX, olm, secrets: false };
     match case {
         "plain" => standard(case, dir, small(None, 20, true)).await,
         "empty-passphrase" => standard(case, dir, small(Some(""), 20, true)).await,
-        "passphrase" => standard(case, dir, small(Some("correct horse battery staple"), 10, true)).await,
+        "passphrase" => standard(case, dir, Plan { secrets: true, ..small(Some("correct horse battery staple"), 10, true) }).await,
         "empty" => standard(case, dir, small(Some(""), 0, false)).await,
         "many" => {
-            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50, olm: true };
+            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50, olm: true, secrets: false };
             standard(case, dir, plan).await
         }
         "bloated" => bloated(case, dir, args).await,
@@ -81,6 +84,7 @@ async fn standard(case: &str, dir: &Path, plan: Plan) -> Result<()> {
     let bot = bot_account();
     let identity = bot.identity_keys();
     save(&store, Some(bot), vec![]).await?;
+    let secrets = if plan.secrets { save_backup_and_cross_signing(&store).await? } else { Value::Null };
 
     let keys_path = dir.join(".keys.jsonl");
     let mut keys_out = std::io::BufWriter::new(std::fs::File::create(&keys_path)?);
@@ -121,14 +125,36 @@ async fn standard(case: &str, dir: &Path, plan: Plan) -> Result<()> {
     h["identity_keys"] = json!({"curve25519": identity.curve25519.to_base64(), "ed25519": identity.ed25519.to_base64()});
     h["events"] = Value::Array(events);
     h["olm"] = olm;
+    h["backup_and_cross_signing"] = secrets;
     write_expected(dir, h, &keys_path)
+}
+
+/// A backup version with its recovery key, and a private cross-signing identity made as a bot makes
+/// it (its `OlmMachine`'s `bootstrap_cross_signing`, which also stores the public own identity),
+/// all saved through the genuine store.
+async fn save_backup_and_cross_signing(store: &Arc<matrix_sdk_sled::SledCryptoStore>) -> Result<Value> {
+    use matrix_sdk_crypto::store::{Changes, CryptoStore, RecoveryKey};
+    let user: ruma::OwnedUserId = BOT_USER.try_into()?;
+    let device: ruma::OwnedDeviceId = BOT_DEVICE.into();
+    let machine = matrix_sdk_crypto::OlmMachine::with_store(&user, &device, store.clone() as Arc<dyn CryptoStore>).await?;
+    machine.bootstrap_cross_signing(true).await?;
+    let status = machine.cross_signing_status().await;
+    anyhow::ensure!(status.has_master && status.has_self_signing && status.has_user_signing, "bootstrap made no complete identity");
+    drop(machine);
+    let key = RecoveryKey::new()?;
+    let recovery_key = key.to_base64();
+    let backup_version = "7".to_owned();
+    store
+        .save_changes(Changes { backup_version: Some(backup_version.clone()), recovery_key: Some(key), ..Default::default() })
+        .await?;
+    Ok(json!({ "backup_version": backup_version, "recovery_key": recovery_key, "cross_signing": true }))
 }
 
 /// A store that years of running made big: every session written `rewrites` more times through
 /// the genuine store (as a bot re-saves sessions), so Sled's log holds many dead versions of each
 /// value and the store is far bigger on disk than its live data.
 async fn bloated(case: &str, dir: &Path, args: &Args) -> Result<()> {
-    standard(case, dir, Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 10, olm: false }).await?;
+    standard(case, dir, Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 10, olm: false, secrets: false }).await?;
     let store_dir = dir.join("store");
     let store = open_store(&store_dir, Some(""))?;
     let sessions = store.get_inbound_group_sessions().await?;
@@ -171,7 +197,7 @@ async fn mixed_upgrade(case: &str, dir: &Path) -> Result<()> {
 }
 
 async fn damaged(case: &str, dir: &Path, passphrase: Option<&'static str>) -> Result<()> {
-    standard(case, dir, Plan { passphrase, sessions: 30, rooms: 3, events_per_session: 1, event_sessions: usize::MAX, olm: false }).await?;
+    standard(case, dir, Plan { passphrase, sessions: 30, rooms: 3, events_per_session: 1, event_sessions: usize::MAX, olm: false, secrets: false }).await?;
     let damaged = damage::damage_entries(&dir.join("store").join("matrix-sdk-crypto"), passphrase)?;
     let expected_path = dir.join("expected.json");
     let mut expected: Value = serde_json::from_slice(&std::fs::read(&expected_path)?)?;

@@ -129,6 +129,17 @@ async fn check_as_the_bot(c: &Case, report: &ConvertReport) {
     let n = events.len();
     assert_eq!(decrypt_all(events).await, n);
 
+    if let Some(secrets) = e["backup_and_cross_signing"].as_object() {
+        // A bot that had enabled key backup and cross-signing keeps both.
+        let backup = machine.backup_machine().get_backup_keys().await.unwrap();
+        assert_eq!(backup.backup_version.as_deref(), secrets["backup_version"].as_str());
+        assert_eq!(backup.decryption_key.expect("the backup key is carried").to_base64(), secrets["recovery_key"].as_str().unwrap());
+        let status = machine.cross_signing_status().await;
+        assert!(status.has_master && status.has_self_signing && status.has_user_signing, "the private cross-signing identity is carried: {status:?}");
+        assert!(report.has_backup_key && report.has_cross_signing_identity);
+        assert!(machine.get_identity(&user, None).await.unwrap().is_some(), "the bot's own public identity is known");
+    }
+
     if let Some(olm) = e["olm"].as_object() {
         // What the Sled store held besides room keys came across too.
         assert_eq!(report.count("session").unwrap().converted, olm["olm_sessions"].as_u64().unwrap(), "Olm sessions");
@@ -170,6 +181,9 @@ async fn converted_stores_open_as_the_same_bot_with_every_key() {
         let c = case(name);
         if ["plain", "empty-passphrase", "passphrase"].contains(&name) {
             assert!(c.expected["olm"].is_object(), "{name}: the fixture records an Olm exchange");
+        }
+        if name == "passphrase" {
+            assert!(c.expected["backup_and_cross_signing"].is_object(), "{name}: the fixture holds a backup key and a cross-signing identity");
         }
         let before = hash_tree(&c.store);
         let report = run(&c.options()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
