@@ -39,6 +39,27 @@ impl ExportedRoomKey {
         first_message_index_of(&self.session_key)
     }
 
+    /// The JSON of [`ExportedRoomKey::backed_up`] (the plaintext of a backup entry), serialized
+    /// from borrowed fields instead of a clone of every field, into a wiped buffer.
+    pub fn backed_up_json(&self) -> Zeroizing<Vec<u8>> {
+        /// Same fields, same order, same serialization as `BackedUpRoomKey`.
+        #[derive(serde::Serialize)]
+        struct BackedUpRef<'a> {
+            algorithm: &'a str,
+            sender_key: &'a str,
+            session_key: &'a str,
+            sender_claimed_keys: &'a BTreeMap<String, String>,
+            forwarding_curve25519_key_chain: &'a [String],
+        }
+        crate::to_json_wiped(&BackedUpRef {
+            algorithm: &self.algorithm,
+            sender_key: &self.sender_key,
+            session_key: &self.session_key,
+            sender_claimed_keys: &self.sender_claimed_keys,
+            forwarding_curve25519_key_chain: &self.forwarding_curve25519_key_chain,
+        })
+    }
+
     /// The plaintext that goes inside an encrypted backup entry.
     pub fn backed_up(&self) -> BackedUpRoomKey {
         BackedUpRoomKey {
@@ -67,4 +88,25 @@ pub fn to_json_elements<'a>(
         out.extend_from_slice(part);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borrowed_backed_up_json_is_the_owned_one() {
+        for chain in [vec![], vec!["c1".to_owned(), "c\"2".to_owned()]] {
+            let key = ExportedRoomKey {
+                algorithm: "m.megolm.v1.aes-sha2".into(),
+                room_id: "!r:s".into(),
+                sender_key: "sk".into(),
+                session_id: "id".into(),
+                session_key: Zeroizing::new("AQAA/+".into()),
+                sender_claimed_keys: [("ed25519".to_owned(), "e".to_owned()), ("x".to_owned(), "y".to_owned())].into(),
+                forwarding_curve25519_key_chain: chain,
+            };
+            assert_eq!(&*key.backed_up_json(), &*crate::to_json_wiped(&key.backed_up()));
+        }
+    }
 }

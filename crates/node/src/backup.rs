@@ -1,7 +1,7 @@
 //! Backup-key and backup-entry functions for JavaScript: thin conversions around `megolm-backup`.
 
 use megolm_backup::{
-    decrypt_session, encrypt_room_key, fingerprint, BackedUpRoomKey, BackupDecryptionKey,
+    decrypt_session, encrypt_session, fingerprint, BackedUpRoomKey, BackupDecryptionKey,
     BackupPublicKey, ExportedRoomKey, SessionData as CoreSessionData,
 };
 use napi::bindgen_prelude::*;
@@ -78,17 +78,20 @@ pub struct BackupEntry {
     pub session_data: SessionData,
 }
 
+/// `first_message_index` is the key's (bytes 1..5 of its session key), which the source already
+/// knows: a key exported at index n starts at n. The key is consumed: its room and session IDs move
+/// into the entry.
 pub(crate) fn backup_entry(
     public_key: &BackupPublicKey,
-    k: &ExportedRoomKey,
+    k: ExportedRoomKey,
     forwarded: bool,
+    first_message_index: u32,
 ) -> BackupEntry {
-    let data = encrypt_room_key(public_key, &k.backed_up());
+    let data = encrypt_session(public_key, &k.backed_up_json());
     BackupEntry {
-        room_id: k.room_id.clone(),
-        session_id: k.session_id.clone(),
-        // Validated keys always carry their index; a key exported at index n starts at n.
-        first_message_index: k.first_message_index().unwrap_or(0),
+        room_id: k.room_id,
+        session_id: k.session_id,
+        first_message_index,
         forwarded_count: u32::from(forwarded),
         is_verified: false,
         session_data: SessionData {

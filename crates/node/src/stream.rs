@@ -12,7 +12,8 @@ use megolm_backup::{
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rayon::prelude::*;
-use sled_store::{OpenOptions, RoomKey, ScanItem, SledStore, StoreLocation};
+use sled_store::{OpenOptions, RoomKey, ScanItem, SledStore, StoreCipher, StoreLocation};
+use zeroize::Zeroizing;
 use tokio::sync::mpsc;
 
 use crate::backup::{backup_entry, key_digest, BackupEntry};
@@ -146,22 +147,26 @@ pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream
     let store = Arc::new(store);
     let info = store_info(&store);
     let reader_store = store.clone();
+    let cipher = store.cipher();
     SessionStream::start(
         info,
         Some(store),
         mode,
+        cipher,
         options.batch_size,
         options.read_ahead,
         move |batcher| {
-            for item in reader_store.sessions(start_after) {
+            // The reader thread only walks Sled: values are decoded on the converter's cores,
+            // together with their encryption.
+            for item in reader_store.raw_sessions(start_after) {
                 let item = match item {
-                    ScanItem::Key(k) => SourceItem::Key {
-                        cursor: hex::encode(&k.sled_key),
-                        forwarded: k.key.imported,
-                        key: exported_key(k.key),
+                    ScanItem::Key(k) => SourceItem::Raw {
+                        position: k.position,
+                        cursor: Cursor::SledKey(k.sled_key),
+                        value: k.key,
                     },
                     ScanItem::Damaged(d) => SourceItem::Damaged {
-                        cursor: hex::encode(&d.sled_key),
+                        cursor: Cursor::SledKey(d.sled_key.clone()),
                         record: DamagedRecord {
                             position: d.position as i64,
                             key_hex: hex::encode(&d.sled_key),
@@ -262,6 +267,7 @@ pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<Sessi
         info,
         None,
         mode,
+        None,
         options.batch_size,
         options.read_ahead,
         move |batcher| {
@@ -271,12 +277,14 @@ pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<Sessi
                 }
                 batcher.push(match item {
                     KeyFileItem::Key(key) => SourceItem::Key {
-                        cursor: index.to_string(),
+                        cursor: Cursor::Index(index),
                         forwarded: !key.forwarding_curve25519_key_chain.is_empty(),
+                        // Validated keys always carry their index.
+                        first_message_index: key.first_message_index().unwrap_or(0),
                         key,
                     },
                     KeyFileItem::Malformed { kind, message } => SourceItem::Damaged {
-                        cursor: index.to_string(),
+                        cursor: Cursor::Index(index),
                         record: DamagedRecord {
                             position: index as i64,
                             key_hex: String::new(),
@@ -304,15 +312,38 @@ pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<Sessi
 
 /// One entry from a source, with the cursor that resumes after it.
 enum SourceItem {
+    /// A value of the store as Sled holds it, decoded by the converter.
+    Raw {
+        position: u64,
+        cursor: Cursor,
+        value: Zeroizing<Vec<u8>>,
+    },
     Key {
-        cursor: String,
+        cursor: Cursor,
         key: ExportedRoomKey,
         forwarded: bool,
+        first_message_index: u32,
     },
     Damaged {
-        cursor: String,
+        cursor: Cursor,
         record: DamagedRecord,
     },
+}
+
+/// Where a source stands after an entry; only a batch's last one is ever written out.
+enum Cursor {
+    SledKey(Vec<u8>),
+    Index(u64),
+}
+
+impl Cursor {
+    /// As `resume_after` and `startAfter` spell it: a Sled key in hex, an element index in decimal.
+    fn encode(&self) -> String {
+        match self {
+            Cursor::SledKey(key) => hex::encode(key),
+            Cursor::Index(index) => index.to_string(),
+        }
+    }
 }
 
 fn exported_key(k: RoomKey) -> ExportedRoomKey {
@@ -366,17 +397,54 @@ impl Batcher {
     }
 }
 
-/// Converts batches for the mode (encryption, on every core) while the reader reads the next one.
-fn convert_batches(mode: Mode, from_reader: std::sync::mpsc::Receiver<Result<(Vec<SourceItem>, u64)>>, tx: mpsc::Sender<Result<SessionBatch>>) {
+/// Converts batches for the mode (decoding and encryption, on every core) while the reader reads
+/// the next one.
+fn convert_batches(mode: Mode, cipher: Option<Arc<StoreCipher>>, from_reader: std::sync::mpsc::Receiver<Result<(Vec<SourceItem>, u64)>>, tx: mpsc::Sender<Result<SessionBatch>>) {
     for raw in from_reader {
-        let batch = raw.map(|(items, position)| build_batch(items, &mode, position));
+        let batch = raw.map(|(items, position)| build_batch(items, &mode, cipher.as_deref(), position));
         if tx.blocking_send(batch).is_err() {
             return; // the consumer closed the stream; dropping the receiver stops the reader
         }
     }
 }
 
-fn build_batch(items: Vec<SourceItem>, mode: &Mode, position: u64) -> SessionBatch {
+/// A raw store value decoded into the key it holds (or its damage, named as the scanner would).
+fn decode_raw(item: SourceItem, cipher: Option<&StoreCipher>) -> SourceItem {
+    let SourceItem::Raw { position, cursor, value } = item else {
+        return item;
+    };
+    match sled_store::decode_value(&value, cipher) {
+        Ok(key) => SourceItem::Key {
+            cursor,
+            forwarded: key.imported,
+            first_message_index: key.first_message_index,
+            key: exported_key(key),
+        },
+        Err(damage) => {
+            let key_hex = match &cursor {
+                Cursor::SledKey(k) => hex::encode(k),
+                Cursor::Index(_) => String::new(),
+            };
+            SourceItem::Damaged {
+                cursor,
+                record: DamagedRecord {
+                    position: position as i64,
+                    key_hex,
+                    kind: damage.kind.as_str().to_owned(),
+                    message: damage.message,
+                },
+            }
+        }
+    }
+}
+
+/// What one item becomes in a backup batch.
+enum BackupOutcome {
+    Entry(BackupEntry),
+    Damaged(DamagedRecord),
+}
+
+fn build_batch(items: Vec<SourceItem>, mode: &Mode, cipher: Option<&StoreCipher>, position: u64) -> SessionBatch {
     let mut batch = SessionBatch {
         exported_json: None,
         exported_rooms: Vec::new(),
@@ -386,35 +454,51 @@ fn build_batch(items: Vec<SourceItem>, mode: &Mode, position: u64) -> SessionBat
         position: position as i64,
         resume_after: String::new(),
     };
+    if let Some(SourceItem::Raw { cursor, .. } | SourceItem::Key { cursor, .. } | SourceItem::Damaged { cursor, .. }) = items.last() {
+        batch.resume_after = cursor.encode();
+    }
+    // Backup: decoding and encryption of each entry in one pass, spread over the cores (one fresh
+    // X25519 agreement per key is the cost of a backup); the order of the entries is kept.
+    if let Mode::Backup(public_key) = mode {
+        let outcomes: Vec<BackupOutcome> = items
+            .into_par_iter()
+            .map(|item| match decode_raw(item, cipher) {
+                SourceItem::Key { key, forwarded, first_message_index, .. } => {
+                    BackupOutcome::Entry(backup_entry(public_key, key, forwarded, first_message_index))
+                }
+                SourceItem::Damaged { record, .. } => BackupOutcome::Damaged(record),
+                SourceItem::Raw { .. } => unreachable!("decode_raw decodes every raw value"),
+            })
+            .collect();
+        batch.backup.reserve(outcomes.len());
+        for outcome in outcomes {
+            match outcome {
+                BackupOutcome::Entry(entry) => batch.backup.push(entry),
+                BackupOutcome::Damaged(record) => batch.damaged.push(record),
+            }
+        }
+        return batch;
+    }
+    let items: Vec<SourceItem> = items.into_par_iter().map(|item| decode_raw(item, cipher)).collect();
     let mut keys = Vec::with_capacity(items.len());
     for item in items {
         match item {
             SourceItem::Key {
-                cursor,
                 key,
                 forwarded,
-            } => {
-                batch.resume_after = cursor;
-                keys.push((key, forwarded));
-            }
-            SourceItem::Damaged { cursor, record } => {
-                batch.resume_after = cursor;
-                batch.damaged.push(record);
-            }
+                first_message_index,
+                ..
+            } => keys.push((key, forwarded, first_message_index)),
+            SourceItem::Damaged { record, .. } => batch.damaged.push(record),
+            SourceItem::Raw { .. } => unreachable!("decode_raw decodes every raw value"),
         }
     }
     match mode {
-        // One fresh X25519 agreement per key is the cost of a backup: spread it over the cores.
-        Mode::Backup(public_key) => {
-            batch.backup = keys
-                .par_iter()
-                .map(|(k, forwarded)| backup_entry(public_key, k, *forwarded))
-                .collect()
-        }
+        Mode::Backup(_) => unreachable!("handled above"),
         Mode::Digest => {
             batch.digests = keys
                 .iter()
-                .map(|(k, _)| KeyDigest {
+                .map(|(k, _, _)| KeyDigest {
                     room_id: k.room_id.clone(),
                     session_id: k.session_id.clone(),
                     digest: key_digest(k),
@@ -422,10 +506,10 @@ fn build_batch(items: Vec<SourceItem>, mode: &Mode, position: u64) -> SessionBat
                 .collect()
         }
         Mode::Exported => {
-            let mut json = to_json_elements(keys.iter().map(|(k, _)| k));
+            let mut json = to_json_elements(keys.iter().map(|(k, _, _)| k));
             // The buffer moves (not copies) to JavaScript, which wipes it after writing.
             batch.exported_json = Some(Buffer::from(std::mem::take(&mut *json)));
-            batch.exported_rooms = keys.into_iter().map(|(k, _)| k.room_id.clone()).collect();
+            batch.exported_rooms = keys.into_iter().map(|(k, _, _)| k.room_id.clone()).collect();
         }
     }
     batch
@@ -451,6 +535,7 @@ impl SessionStream {
         info: StoreInfo,
         store: Option<Arc<SledStore>>,
         mode: Mode,
+        cipher: Option<Arc<StoreCipher>>,
         batch_size: Option<u32>,
         read_ahead: Option<u32>,
         read: impl FnOnce(&mut Batcher) + Send + 'static,
@@ -463,7 +548,7 @@ impl SessionStream {
         let mut batcher = Batcher { batch_size, stop: stop.clone(), to_converter, items: Vec::with_capacity(batch_size), position: 0 };
         std::thread::Builder::new()
             .name("key-converter".into())
-            .spawn(move || convert_batches(mode, from_reader, tx))
+            .spawn(move || convert_batches(mode, cipher, from_reader, tx))
             .map_err(|e| Error::from_reason(e.to_string()))?;
         std::thread::Builder::new()
             .name("key-reader".into())

@@ -2,7 +2,7 @@
 //! Only the first half (the value encryption key) is needed to read values; the second half seeds
 //! the keyed hashes of the Sled keys, which a reader never has to reverse.
 
-use chacha20poly1305::{aead::Aead, KeyInit, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{aead::Aead, AeadInPlace, KeyInit, Tag, XChaCha20Poly1305, XNonce};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -143,6 +143,24 @@ impl StoreCipher {
         )
         .ok()
         .map(Zeroizing::new)
+    }
+
+    /// Decrypts `buffer` (ciphertext ‖ 16-byte tag) in place: on success it holds the plaintext
+    /// and nothing else, on failure (`false`) it is left as it was. No copy of the plaintext is
+    /// made and the buffer never grows, so wiping it wipes the only copy.
+    pub(crate) fn decrypt_in_place(&self, nonce: &[u8; 24], buffer: &mut Vec<u8>) -> bool {
+        let Some(tag_at) = buffer.len().checked_sub(16) else {
+            return false;
+        };
+        let tag = *Tag::from_slice(&buffer[tag_at..]);
+        let aead = XChaCha20Poly1305::new(self.encryption_key.as_ref().into());
+        let ok = aead
+            .decrypt_in_place_detached(XNonce::from_slice(nonce), b"", &mut buffer[..tag_at], &tag)
+            .is_ok();
+        if ok {
+            buffer.truncate(tag_at);
+        }
+        ok
     }
 
     #[cfg(test)]

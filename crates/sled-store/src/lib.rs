@@ -7,6 +7,7 @@
 
 pub mod cipher;
 pub mod error;
+mod fast_json;
 pub mod locate;
 pub mod lock;
 pub mod room_key;
@@ -17,7 +18,7 @@ pub mod working_copy;
 pub use cipher::{CipherFormat, StoreCipher};
 pub use error::{Damage, DamageKind, OpenError};
 pub use locate::StoreLocation;
-pub use room_key::{decode_pickle, open_value, Plaintext, RoomKey, SessionKey};
+pub use room_key::{decode_pickle, decode_value, open_value, Plaintext, RoomKey, SessionKey};
 pub use scan::{DamagedEntry, Decoder, ScanItem, ScannedKey, SessionScanner, TreeScanner};
 pub use store::{OpenOptions, SledStore, StoreInfo};
 pub use working_copy::CopyProgress;

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::cipher::{EncryptedValue, StoreCipher};
 use crate::error::{Damage, DamageKind};
+use crate::fast_json::{once, Cursor};
 
 pub const MEGOLM_V1: &str = "m.megolm.v1.aes-sha2";
 const RATCHET_LEN: usize = 128;
@@ -100,6 +101,20 @@ pub fn open_value<'a>(value: &'a [u8], cipher: Option<&StoreCipher>) -> Result<P
     if !looks_encrypted(value) {
         return Ok(Plaintext::Stored(value));
     }
+    if let Some(cipher) = cipher {
+        let mut buffer = Zeroizing::new(Vec::new());
+        if open_envelope_fast(value, cipher, &mut buffer) {
+            return Ok(Plaintext::Decrypted(buffer));
+        }
+    }
+    open_value_serde(value, cipher)
+}
+
+/// [`open_value`] through serde: the path that names the damage of a value the fast path refused.
+fn open_value_serde<'a>(value: &'a [u8], cipher: Option<&StoreCipher>) -> Result<Plaintext<'a>, Damage> {
+    if !looks_encrypted(value) {
+        return Ok(Plaintext::Stored(value));
+    }
     let envelope: EncryptedValue = serde_json::from_slice(value)
         .map_err(|e| Damage::from_json(DamageKind::InvalidJson, "encrypted value", &e))?;
     let cipher = cipher.ok_or_else(|| {
@@ -141,8 +156,71 @@ impl std::ops::Deref for Plaintext<'_> {
 }
 
 /// Decodes a value of the `inbound_group_sessions` tree into the room key it holds.
+///
+/// Fast path first: the envelope's integers go straight into a reused per-thread buffer, which is
+/// decrypted in place and wiped after use, and the pickle is read without building serde values.
+/// Anything the fast path does not accept goes the serde way, which classifies the damage.
 pub fn decode_value(value: &[u8], cipher: Option<&StoreCipher>) -> Result<RoomKey, Damage> {
-    decode_pickle(&open_value(value, cipher)?)
+    if let Some(key) = decode_value_fast(value, cipher) {
+        return Ok(key);
+    }
+    decode_pickle_serde(&open_value_serde(value, cipher)?)
+}
+
+fn decode_value_fast(value: &[u8], cipher: Option<&StoreCipher>) -> Option<RoomKey> {
+    if !looks_encrypted(value) {
+        return decode_pickle_fast(value);
+    }
+    let cipher = cipher?;
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.try_borrow_mut().ok()?;
+        let buffer = Wiped(&mut *scratch);
+        if !open_envelope_fast(value, cipher, buffer.0) {
+            return None;
+        }
+        decode_pickle_fast(buffer.0)
+    })
+}
+
+thread_local! {
+    /// The reader's buffer for ciphertext turned plaintext: allocated once per thread.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Wipes the plaintext in the scratch buffer however the decoding ends (a panic included).
+struct Wiped<'b>(&'b mut Vec<u8>);
+
+impl Drop for Wiped<'_> {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(self.0.as_mut_slice());
+        self.0.clear();
+    }
+}
+
+/// The envelope `{"version":1,"ciphertext":[…],"nonce":[…]}` read strictly (fields in any order,
+/// each once, unknown ones skipped), the ciphertext decoded into `buffer` and decrypted in place.
+/// `false` for anything else, including a failed authentication check: the serde path then
+/// names the damage.
+fn open_envelope_fast(value: &[u8], cipher: &StoreCipher, buffer: &mut Vec<u8>) -> bool {
+    buffer.clear();
+    // Sized once, so that the buffer does not reallocate while it is filled (the ciphertext takes
+    // about a quarter of its JSON).
+    buffer.reserve(value.len() / 3);
+    let mut c = Cursor::new(value);
+    let (mut version, mut nonce, mut ciphertext) = (None, None, None);
+    let parsed = c.object(|c, field| match field {
+        "version" => once(&mut version, c.uint(255)),
+        "ciphertext" => once(&mut ciphertext, c.byte_array_into(buffer)),
+        "nonce" => {
+            let mut n = [0u8; 24];
+            once(&mut nonce, c.byte_array_exact(&mut n).map(|_| n))
+        }
+        _ => c.skip_value(),
+    });
+    match (parsed, version, nonce, ciphertext) {
+        (Some(()), Some(1), Some(nonce), Some(())) if c.at_end() => cipher.decrypt_in_place(&nonce, buffer),
+        _ => false,
+    }
 }
 
 /// [`decode_value`] as a scanner's decoder (the Sled key plays no part: room and session come from
@@ -165,6 +243,109 @@ fn looks_encrypted(value: &[u8]) -> bool {
 
 /// The room key in a session pickle's JSON, every field checked (each kind of damage named).
 pub fn decode_pickle(json: &[u8]) -> Result<RoomKey, Damage> {
+    match decode_pickle_fast(json) {
+        Some(key) => Ok(key),
+        None => decode_pickle_serde(json),
+    }
+}
+
+/// The fields of a Megolm pickle that make the exported key, written straight into its bytes.
+struct FastMegolm {
+    /// version byte ‖ counter ‖ ratchet ‖ signing key: the exported session key.
+    key: Zeroizing<Vec<u8>>,
+    counter: u32,
+}
+
+fn megolm_fast(c: &mut Cursor<'_>) -> Option<FastMegolm> {
+    let mut key = Zeroizing::new(vec![0u8; EXPORTED_SESSION_KEY_LEN]);
+    key[0] = 0x01;
+    let (mut ratchet, mut counter, mut signing_key, mut config) = (None, None, None, None);
+    c.object(|c, field| match field {
+        "initial_ratchet" => {
+            let (mut inner, mut n) = (None, None);
+            let parsed = c.object(|c, field| match field {
+                "inner" => once(&mut inner, c.byte_array_exact(&mut key[5..5 + RATCHET_LEN])),
+                "counter" => once(&mut n, c.uint(u64::from(u32::MAX)).map(|v| v as u32)),
+                _ => c.skip_value(),
+            });
+            once(&mut ratchet, parsed.and(inner))?;
+            once(&mut counter, n)
+        }
+        "signing_key" => once(&mut signing_key, c.byte_array_exact(&mut key[5 + RATCHET_LEN..])),
+        "config" => {
+            let mut version = None;
+            let parsed = c.object(|c, field| match field {
+                "version" => once(&mut version, c.string()),
+                _ => c.skip_value(),
+            });
+            once(&mut config, parsed.and(version).filter(|v| *v == "V1"))
+        }
+        _ => c.skip_value(),
+    })?;
+    let counter = counter?;
+    ratchet?;
+    signing_key?;
+    key[1..5].copy_from_slice(&counter.to_be_bytes());
+    Some(FastMegolm { key, counter })
+}
+
+fn string_map_fast(c: &mut Cursor<'_>) -> Option<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    c.object(|c, field| {
+        let value = c.string()?;
+        // A repeated key is for serde to judge.
+        map.insert(field.to_owned(), value.to_owned()).is_none().then_some(())
+    })?;
+    Some(map)
+}
+
+/// The room key when the pickle is well-formed and plain (see `fast_json`); `None` sends it to
+/// [`decode_pickle_serde`], which accepts the same values and names whatever is wrong.
+fn decode_pickle_fast(json: &[u8]) -> Option<RoomKey> {
+    let mut c = Cursor::new(json);
+    let (mut pickle, mut sender_key, mut signing_key, mut room_id) = (None, None, None, None);
+    let (mut imported, mut algorithm, mut chains) = (None, None, None);
+    c.object(|c, field| match field {
+        "pickle" => once(&mut pickle, megolm_fast(c)),
+        "sender_key" => once(&mut sender_key, c.string()),
+        "signing_key" => once(&mut signing_key, string_map_fast(c)),
+        "room_id" => once(&mut room_id, c.string()),
+        "imported" => once(&mut imported, c.bool()),
+        "algorithm" => once(&mut algorithm, c.string()),
+        "forwarding_chains" => once(&mut chains, c.string_array()),
+        _ => c.skip_value(),
+    })?;
+    if !c.at_end() {
+        return None;
+    }
+    let pickle = pickle?;
+    let room_id = room_id?;
+    validate_room_id(room_id).ok()?;
+    let sender_key = sender_key?;
+    check_key32("sender_key", sender_key).ok()?;
+    let sender_claimed_keys = signing_key?;
+    check_key32("signing_key.ed25519", sender_claimed_keys.get("ed25519")?).ok()?;
+    let imported = imported?;
+    let algorithm = algorithm.unwrap_or(MEGOLM_V1);
+    if algorithm != MEGOLM_V1 {
+        return None;
+    }
+    let session_id = STANDARD_NO_PAD.encode(&pickle.key[5 + RATCHET_LEN..]);
+    Some(RoomKey {
+        algorithm: algorithm.to_owned(),
+        room_id: room_id.to_owned(),
+        sender_key: sender_key.to_owned(),
+        session_id,
+        session_key: SessionKey(pickle.key),
+        sender_claimed_keys,
+        forwarding_curve25519_key_chain: chains.unwrap_or_default(),
+        first_message_index: pickle.counter,
+        imported,
+    })
+}
+
+/// [`decode_pickle`] through serde: loose types first, so that each kind of damage can be named.
+fn decode_pickle_serde(json: &[u8]) -> Result<RoomKey, Damage> {
     let loose: LoosePickledSession = serde_json::from_slice(json).map_err(|e| {
         let kind = match e.classify() {
             serde_json::error::Category::Data => DamageKind::MissingField,
@@ -278,9 +459,10 @@ fn validate_room_id(room_id: &str) -> Result<(), Damage> {
 }
 
 fn check_key32(field: &str, b64: &str) -> Result<(), Damage> {
-    let decoded = STANDARD_NO_PAD.decode(b64.trim_end_matches('='));
+    let mut bytes = [0u8; 64];
+    let decoded = STANDARD_NO_PAD.decode_slice(b64.trim_end_matches('='), &mut bytes);
     match decoded {
-        Ok(bytes) if bytes.len() == 32 => Ok(()),
+        Ok(32) => Ok(()),
         _ => Err(Damage::new(
             DamageKind::InvalidPickle,
             format!("`{field}` is not a base64 32-byte key"),
@@ -396,6 +578,49 @@ mod tests {
         assert!(!damage.message.contains("SECRET"), "{}", damage.message);
     }
 
+    fn assert_same_key(a: &RoomKey, b: &RoomKey) {
+        assert_eq!(a.algorithm, b.algorithm);
+        assert_eq!(a.room_id, b.room_id);
+        assert_eq!(a.sender_key, b.sender_key);
+        assert_eq!(a.session_id, b.session_id);
+        assert_eq!(a.session_key.as_bytes(), b.session_key.as_bytes());
+        assert_eq!(a.sender_claimed_keys, b.sender_claimed_keys);
+        assert_eq!(a.forwarding_curve25519_key_chain, b.forwarding_curve25519_key_chain);
+        assert_eq!(a.first_message_index, b.first_message_index);
+        assert_eq!(a.imported, b.imported);
+    }
+
+    /// The genuine shapes take the fast path, and it gives what serde gives; variants serde accepts
+    /// but the fast path leaves to it (escapes, nulls, other field orders) still decode.
+    #[test]
+    fn fast_path_matches_serde() {
+        let cipher = StoreCipher::from_key([4u8; 32]);
+        let mut with_chain = pickle_json("!r:example.org", 9);
+        with_chain["forwarding_chains"] = serde_json::json!(["hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo"]);
+        with_chain["algorithm"] = serde_json::json!(MEGOLM_V1);
+        with_chain["signing_key"]["curve25519"] = serde_json::json!("x");
+        for v in [pickle_json("!a:b", 0), pickle_json("!a:b", u32::MAX), with_chain] {
+            let plain = serde_json::to_vec(&v).unwrap();
+            let pretty = serde_json::to_vec_pretty(&v).unwrap();
+            for value in [plain.clone(), pretty, cipher.encrypt_for_test(&plain, [2u8; 24])] {
+                let fast = decode_value_fast(&value, Some(&cipher)).expect("fast path");
+                let slow = decode_pickle_serde(&open_value_serde(&value, Some(&cipher)).unwrap()).unwrap();
+                assert_same_key(&fast, &slow);
+                assert_eq!(&*open_value(&value, Some(&cipher)).unwrap(), &*open_value_serde(&value, Some(&cipher)).unwrap());
+            }
+        }
+        let plain = String::from_utf8(serde_json::to_vec(&pickle_json("!a:b", 1)).unwrap()).unwrap();
+        for variant in [
+            plain.replace("\"room_id\":\"!a:b\"", "\"room_id\":\"\\u0021a:b\""),
+            plain.replace("\"room_id\"", "\"r\\u006fom_id\""),
+            plain.replace("\"config\":{\"version\":\"V1\"}", "\"config\":null"),
+            plain.replace("\"imported\":false", "\"algorithm\":null,\"imported\":false"),
+        ] {
+            assert!(decode_pickle_fast(variant.as_bytes()).is_none(), "{variant}");
+            assert_eq!(decode_value(variant.as_bytes(), None).unwrap().room_id, "!a:b");
+        }
+    }
+
     /// Random and mutated values, plaintext and encrypted: always Ok or a classified damage, never
     /// a panic (the scanner also catches panics, but a decoder should not rely on that).
     #[test]
@@ -429,6 +654,13 @@ mod tests {
                     v.splice(a..a, chunk);
                 }
                 _ => v = (0..next() % 300).map(|_| (next() % 256) as u8).collect(),
+            }
+            // Whatever the fast path accepts, serde accepts with the same key.
+            if let Some(fast) = decode_value_fast(&v, Some(&cipher)) {
+                let slow = open_value_serde(&v, Some(&cipher))
+                    .and_then(|p| decode_pickle_serde(&p))
+                    .unwrap_or_else(|d| panic!("fast path accepted what serde calls {:?} (round {round})", d.kind));
+                assert_same_key(&fast, &slow);
             }
             let result = std::panic::catch_unwind(|| decode_value(&v, Some(&cipher)).map(|_| ()));
             match result {

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use zeroize::Zeroizing;
+
 use crate::cipher::{CipherError, CipherFormat, StoreCipher};
 use crate::error::OpenError;
 use crate::locate::StoreLocation;
@@ -144,6 +146,19 @@ impl SledStore {
         self.entries(INBOUND_GROUP_SESSIONS, decode_entry, start_after)
     }
 
+    /// The `inbound_group_sessions` values undecoded, each in a buffer wiped when dropped, for a
+    /// caller that decodes them on other threads with [`crate::decode_value`] and [`Self::cipher`]
+    /// (the stream spreads decoding over the cores with encryption, leaving the reader thread
+    /// only Sled's iteration). Read errors come as `ScanItem::Damaged` as in [`Self::sessions`].
+    pub fn raw_sessions(&self, start_after: Option<Vec<u8>>) -> TreeScanner<Zeroizing<Vec<u8>>> {
+        self.entries(INBOUND_GROUP_SESSIONS, raw_entry, start_after)
+    }
+
+    /// The store cipher, if the store has one: what [`crate::decode_value`] needs.
+    pub fn cipher(&self) -> Option<Arc<StoreCipher>> {
+        self.cipher.clone()
+    }
+
     /// Streams the entries of any tree, each decoded by `decode`, in Sled key order. A tree the
     /// store lacks yields nothing (Sled creates it in the private working copy, never in the source).
     pub fn entries<T>(&self, tree: &'static str, decode: Decoder<T>, start_after: Option<Vec<u8>>) -> TreeScanner<T> {
@@ -161,6 +176,10 @@ impl SledStore {
             },
         )
     }
+}
+
+fn raw_entry(_key: &[u8], value: &[u8], _cipher: Option<&StoreCipher>) -> Result<Zeroizing<Vec<u8>>, crate::Damage> {
+    Ok(Zeroizing::new(value.to_vec()))
 }
 
 /// A scanner may outlive the `SledStore` handle (it moves to a reader thread): it keeps the working
