@@ -223,48 +223,12 @@ impl<'a> Cursor<'a> {
         self.ws();
         match self.peek()? {
             b'"' => self.string().map(|_| ()),
-            b'{' => {
-                self.at += 1;
-                self.ws();
-                if self.peek()? == b'}' {
-                    self.at += 1;
-                    return Some(());
-                }
-                loop {
-                    self.string()?;
-                    self.eat(b':')?;
-                    self.skip_nested(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.at += 1,
-                        b'}' => {
-                            self.at += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
-            }
-            b'[' => {
-                self.at += 1;
-                self.ws();
-                if self.peek()? == b']' {
-                    self.at += 1;
-                    return Some(());
-                }
-                loop {
-                    self.skip_nested(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => self.at += 1,
-                        b']' => {
-                            self.at += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
-            }
+            b'{' => self.sequence(b'{', b'}', |c| {
+                c.string()?;
+                c.eat(b':')?;
+                c.skip_nested(depth + 1)
+            }),
+            b'[' => self.sequence(b'[', b']', |c| c.skip_nested(depth + 1)),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
@@ -292,45 +256,40 @@ impl<'a> Cursor<'a> {
 
     /// Walks an object: `field` is called with each key and must consume its value.
     pub(crate) fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-        self.eat(b'{')?;
-        self.ws();
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Some(());
-        }
-        loop {
-            let key = self.string()?;
-            self.eat(b':')?;
-            field(self, key)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+        self.sequence(b'{', b'}', |c| {
+            let key = c.string()?;
+            c.eat(b':')?;
+            field(c, key)
+        })
     }
 
     /// `[ "…", … ]` of plain strings.
     pub(crate) fn string_array(&mut self) -> Option<Vec<String>> {
         let mut out = Vec::new();
-        self.eat(b'[')?;
+        self.sequence(b'[', b']', |c| {
+            out.push(c.string()?.to_owned());
+            Some(())
+        })?;
+        Some(out)
+    }
+
+    /// `open item , item … close` (or `open close`): every list and object of JSON. `item` consumes
+    /// one element.
+    fn sequence(&mut self, open: u8, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.eat(open)?;
         self.ws();
-        if self.peek()? == b']' {
+        if self.peek()? == close {
             self.at += 1;
-            return Some(out);
+            return Some(());
         }
         loop {
-            out.push(self.string()?.to_owned());
+            item(self)?;
             self.ws();
             match self.peek()? {
                 b',' => self.at += 1,
-                b']' => {
+                b if b == close => {
                     self.at += 1;
-                    return Some(out);
+                    return Some(());
                 }
                 _ => return None,
             }
