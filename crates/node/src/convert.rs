@@ -48,7 +48,11 @@ fn convert_error(e: ConvertError) -> Error {
 pub fn start_convert(request: ConvertRequest) -> Result<ConvertJob> {
     let passphrase = request.passphrase.unwrap_or_default();
     let mut options = ConvertOptions::new(&request.crypto_store_path, &request.work_dir);
-    options.sqlite_passphrase = Some(request.sqlite_passphrase.unwrap_or_else(|| passphrase.clone()));
+    options.sqlite_passphrase = Some(
+        request
+            .sqlite_passphrase
+            .unwrap_or_else(|| passphrase.clone()),
+    );
     options.sled_passphrase = passphrase;
     options.dry_run = request.dry_run;
     options.skip_errors = request.skip_errors;
@@ -56,25 +60,30 @@ pub fn start_convert(request: ConvertRequest) -> Result<ConvertJob> {
 
     let progress = Arc::new(Mutex::new(ConvertProgress::default()));
     let shared = progress.clone();
-    let (tx, done) = Outcome::new();
-    std::thread::Builder::new()
-        .name("convert".into())
-        .spawn(move || {
-            let mut report_progress = |p: Progress| {
-                let next = match p {
-                    Progress::Copy(c) => ConvertProgress { stage: "copy".into(), done: c.bytes_done as i64, total: c.bytes_total as i64 },
-                    Progress::Tree { tree, entries } => ConvertProgress { stage: tree.into(), done: entries as i64, total: 0 },
-                };
-                if let Ok(mut slot) = shared.lock() {
-                    *slot = next;
-                }
+    let done = Outcome::spawn("convert", move || {
+        let mut report_progress = |p: Progress| {
+            let next = match p {
+                Progress::Copy(c) => ConvertProgress {
+                    stage: "copy".into(),
+                    done: c.bytes_done as i64,
+                    total: c.bytes_total as i64,
+                },
+                Progress::Tree { tree, entries } => ConvertProgress {
+                    stage: tree.into(),
+                    done: entries as i64,
+                    total: 0,
+                },
             };
-            let result = sqlite_convert::convert(&options, &mut report_progress)
-                .map_err(convert_error)
-                .and_then(|report| serde_json::to_string(&report).map_err(|e| Error::from_reason(e.to_string())));
-            let _ = tx.send(result);
-        })
-        .map_err(|e| Error::from_reason(e.to_string()))?;
+            if let Ok(mut slot) = shared.lock() {
+                *slot = next;
+            }
+        };
+        sqlite_convert::convert(&options, &mut report_progress)
+            .map_err(convert_error)
+            .and_then(|report| {
+                serde_json::to_string(&report).map_err(|e| Error::from_reason(e.to_string()))
+            })
+    })?;
     Ok(ConvertJob { progress, done })
 }
 
@@ -88,6 +97,6 @@ impl ConvertJob {
     /// The report as JSON (`ConvertReport` in src/pipeline/convert.ts).
     #[napi]
     pub async fn wait(&self) -> Result<String> {
-        self.done.wait("convert").await
+        self.done.wait().await
     }
 }

@@ -82,14 +82,8 @@ impl TreeJob {
         work: impl FnOnce(&Progress) -> Result<TreeJobResult> + Send + 'static,
     ) -> Result<TreeJob> {
         let progress = Arc::new(Progress::default());
-        let (tx, done) = Outcome::new();
         let shared = progress.clone();
-        std::thread::Builder::new()
-            .name("tree-copy".into())
-            .spawn(move || {
-                let _ = tx.send(work(&shared));
-            })
-            .map_err(|e| Error::from_reason(e.to_string()))?;
+        let done = Outcome::spawn("tree-copy", move || work(&shared))?;
         Ok(TreeJob { progress, done })
     }
 }
@@ -115,7 +109,7 @@ impl TreeJob {
 
     #[napi]
     pub async fn wait(&self) -> Result<TreeJobResult> {
-        self.done.wait("copy").await
+        self.done.wait().await
     }
 }
 

@@ -19,7 +19,10 @@ pub enum ConvertError {
     #[error("the Olm account in the Sled store cannot be read: {0}")]
     AccountUnreadable(String),
     #[error("a damaged entry in the Sled tree {tree} ({}: {})", .entry.damage.kind.as_str(), .entry.damage.message)]
-    Damaged { tree: &'static str, entry: Box<DamagedEntry> },
+    Damaged {
+        tree: &'static str,
+        entry: Box<DamagedEntry>,
+    },
     #[error("{0}")]
     Write(String),
     #[error("{context}: {source}")]
@@ -36,7 +39,9 @@ impl ConvertError {
     pub fn code(&self) -> &'static str {
         match self {
             ConvertError::Open(e) => e.code(),
-            ConvertError::SqliteAccountExists { .. } | ConvertError::SqliteUnreadable { .. } => "SQLITE_STORE_EXISTS",
+            ConvertError::SqliteAccountExists { .. } | ConvertError::SqliteUnreadable { .. } => {
+                "SQLITE_STORE_EXISTS"
+            }
             ConvertError::NoAccount | ConvertError::AccountUnreadable(_) => "NO_ACCOUNT",
             ConvertError::Damaged { .. } => "DAMAGED_ENTRIES",
             ConvertError::Write(_) | ConvertError::Io { .. } => "IO_ERROR",
@@ -57,6 +62,9 @@ impl ConvertError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        ConvertError::Io { context: context.into(), source }
+        ConvertError::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

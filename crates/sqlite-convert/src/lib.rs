@@ -20,7 +20,9 @@ use std::path::PathBuf;
 
 use matrix_sdk_crypto::olm::{Account, Session};
 use matrix_sdk_crypto::store::{Changes, DeviceChanges, IdentityChanges};
-use sled_store::{CopyProgress, Decoder, OpenOptions, ScanItem, SledStore, StoreLocation, TreeScanner};
+use sled_store::{
+    CopyProgress, Decoder, OpenOptions, ScanItem, SledStore, StoreLocation, TreeScanner,
+};
 
 pub use error::ConvertError;
 pub use report::{ConvertReport, DamagedRecord, TreeCount};
@@ -71,7 +73,10 @@ pub enum Progress {
 
 /// Runs a whole conversion on the calling thread (its own single-threaded runtime: matrix-sdk-sqlite
 /// is async). From async code, use [`convert_async`].
-pub fn convert(options: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Result<ConvertReport, ConvertError> {
+pub fn convert(
+    options: &ConvertOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ConvertReport, ConvertError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -79,16 +84,26 @@ pub fn convert(options: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> 
     runtime.block_on(convert_async(options, progress))
 }
 
-pub async fn convert_async(options: &ConvertOptions, progress: &mut dyn FnMut(Progress)) -> Result<ConvertReport, ConvertError> {
+pub async fn convert_async(
+    options: &ConvertOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ConvertReport, ConvertError> {
     let dir = &options.crypto_store_dir;
     let location = StoreLocation::new(dir);
     location.check()?;
     let existing = existing_store(dir);
     if !options.dry_run && !options.force {
         match &existing {
-            ExistingStore::WithAccount => return Err(ConvertError::SqliteAccountExists { path: location.sqlite_store() }),
+            ExistingStore::WithAccount => {
+                return Err(ConvertError::SqliteAccountExists {
+                    path: location.sqlite_store(),
+                })
+            }
             ExistingStore::Unreadable(detail) => {
-                return Err(ConvertError::SqliteUnreadable { path: location.sqlite_store(), detail: detail.clone() })
+                return Err(ConvertError::SqliteUnreadable {
+                    path: location.sqlite_store(),
+                    detail: detail.clone(),
+                })
             }
             ExistingStore::None | ExistingStore::WithoutAccount => {}
         }
@@ -96,7 +111,9 @@ pub async fn convert_async(options: &ConvertOptions, progress: &mut dyn FnMut(Pr
 
     let mut open_options = OpenOptions::new(&options.work_dir);
     open_options.passphrase = options.sled_passphrase.clone();
-    let sled = SledStore::open(&location, open_options, &mut |p| progress(Progress::Copy(p)))?;
+    let sled = SledStore::open(&location, open_options, &mut |p| {
+        progress(Progress::Copy(p))
+    })?;
     let mut report = ConvertReport::new(options.dry_run, &existing, sled.info().device_id.clone());
 
     // The account first: without it there is no device to keep, and Olm sessions need its keys.
@@ -118,7 +135,11 @@ pub async fn convert_async(options: &ConvertOptions, progress: &mut dyn FnMut(Pr
                 }
             }
             ScanItem::Damaged(d) if d.sled_key == b"account\xff" => {
-                return Err(ConvertError::AccountUnreadable(format!("{}: {}", d.damage.kind.as_str(), d.damage.message)))
+                return Err(ConvertError::AccountUnreadable(format!(
+                    "{}: {}",
+                    d.damage.kind.as_str(),
+                    d.damage.message
+                )))
             }
             ScanItem::Damaged(d) => tally.damaged(d, options.skip_errors, sled_entries::ACCOUNT)?,
         }
@@ -139,13 +160,19 @@ pub async fn convert_async(options: &ConvertOptions, progress: &mut dyn FnMut(Pr
     };
 
     let mut tally = report.tree(sled_entries::PRIVATE_IDENTITY);
-    for item in sled.entries(sled_entries::PRIVATE_IDENTITY, sled_entries::private_identity, None) {
+    for item in sled.entries(
+        sled_entries::PRIVATE_IDENTITY,
+        sled_entries::private_identity,
+        None,
+    ) {
         match item {
             ScanItem::Key(entry) => {
                 tally.converted += 1;
                 changes.private_identity = Some(entry.key);
             }
-            ScanItem::Damaged(d) => tally.damaged(d, options.skip_errors, sled_entries::PRIVATE_IDENTITY)?,
+            ScanItem::Damaged(d) => {
+                tally.damaged(d, options.skip_errors, sled_entries::PRIVATE_IDENTITY)?
+            }
         }
     }
     report.has_cross_signing_identity = changes.private_identity.is_some();
@@ -155,50 +182,150 @@ pub async fn convert_async(options: &ConvertOptions, progress: &mut dyn FnMut(Pr
     // Room keys: the one tree that can be huge. Each chunk is one SQLite transaction.
     let target_ref = target.as_ref();
     let mut room_key_ids = Vec::new();
-    carry(&sled, &mut report, options, progress, sled_entries::INBOUND_GROUP_SESSIONS, sled_entries::inbound_group_session, async |sessions, _| {
-        // 8 bytes a key, to count distinct (room, session) pairs afterwards: the SQLite store keys
-        // them so, and a Sled store can hold one session under two keys (older key layouts).
-        room_key_ids.extend(sessions.iter().map(|s| fingerprint(s.room_id().as_str(), s.session_id())));
-        save(target_ref, Changes { inbound_group_sessions: sessions, ..Default::default() }).await
-    })
+    carry(
+        &sled,
+        &mut report,
+        options,
+        progress,
+        sled_entries::INBOUND_GROUP_SESSIONS,
+        sled_entries::inbound_group_session,
+        async |sessions, _| {
+            // 8 bytes a key, to count distinct (room, session) pairs afterwards: the SQLite store keys
+            // them so, and a Sled store can hold one session under two keys (older key layouts).
+            room_key_ids.extend(
+                sessions
+                    .iter()
+                    .map(|s| fingerprint(s.room_id().as_str(), s.session_id())),
+            );
+            save(
+                target_ref,
+                Changes {
+                    inbound_group_sessions: sessions,
+                    ..Default::default()
+                },
+            )
+            .await
+        },
+    )
     .await?;
     room_key_ids.sort_unstable();
     room_key_ids.dedup();
     report.distinct_room_keys = room_key_ids.len() as u64;
     drop(room_key_ids);
 
-    carry(&sled, &mut report, options, progress, sled_entries::OLM_SESSIONS, sled_entries::olm_session, async |pickles, tally| {
-        let mut sessions = Vec::with_capacity(pickles.len());
-        for pickle in pickles {
-            match Session::from_pickle(device_keys.clone(), pickle) {
-                Ok(s) => sessions.push(s),
-                Err(e) => {
-                    tally.converted -= 1;
-                    let damage = sled_store::Damage::new(sled_store::DamageKind::InvalidPickle, format!("matrix-sdk-crypto 0.9 rejects the Olm session: {e}"));
-                    let entry = sled_store::DamagedEntry { position: tally.converted + tally.damaged, sled_key: Vec::new(), damage };
-                    tally.damaged(entry, options.skip_errors, sled_entries::OLM_SESSIONS)?;
+    carry(
+        &sled,
+        &mut report,
+        options,
+        progress,
+        sled_entries::OLM_SESSIONS,
+        sled_entries::olm_session,
+        async |pickles, tally| {
+            let mut sessions = Vec::with_capacity(pickles.len());
+            for pickle in pickles {
+                match Session::from_pickle(device_keys.clone(), pickle) {
+                    Ok(s) => sessions.push(s),
+                    Err(e) => {
+                        tally.converted -= 1;
+                        let damage = sled_store::Damage::new(
+                            sled_store::DamageKind::InvalidPickle,
+                            format!("matrix-sdk-crypto 0.9 rejects the Olm session: {e}"),
+                        );
+                        let entry = sled_store::DamagedEntry {
+                            position: tally.converted + tally.damaged,
+                            sled_key: Vec::new(),
+                            damage,
+                        };
+                        tally.damaged(entry, options.skip_errors, sled_entries::OLM_SESSIONS)?;
+                    }
                 }
             }
-        }
-        save(target_ref, Changes { sessions, ..Default::default() }).await
-    })
+            save(
+                target_ref,
+                Changes {
+                    sessions,
+                    ..Default::default()
+                },
+            )
+            .await
+        },
+    )
     .await?;
-    carry(&sled, &mut report, options, progress, sled_entries::DEVICES, sled_entries::device, async |devices, _| {
-        save(target_ref, Changes { devices: DeviceChanges { new: devices, ..Default::default() }, ..Default::default() }).await
-    })
+    carry(
+        &sled,
+        &mut report,
+        options,
+        progress,
+        sled_entries::DEVICES,
+        sled_entries::device,
+        async |devices, _| {
+            save(
+                target_ref,
+                Changes {
+                    devices: DeviceChanges {
+                        new: devices,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+        },
+    )
     .await?;
-    carry(&sled, &mut report, options, progress, sled_entries::IDENTITIES, sled_entries::identity, async |identities, _| {
-        save(target_ref, Changes { identities: IdentityChanges { new: identities, ..Default::default() }, ..Default::default() }).await
-    })
+    carry(
+        &sled,
+        &mut report,
+        options,
+        progress,
+        sled_entries::IDENTITIES,
+        sled_entries::identity,
+        async |identities, _| {
+            save(
+                target_ref,
+                Changes {
+                    identities: IdentityChanges {
+                        new: identities,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+        },
+    )
     .await?;
-    let tracked_users = carry(&sled, &mut report, options, progress, sled_entries::TRACKED_USERS, sled_entries::tracked_user, async |users, _| match target_ref {
-        Some(t) => t.save_tracked_users(&users).await,
-        None => Ok(()),
-    })
+    let tracked_users = carry(
+        &sled,
+        &mut report,
+        options,
+        progress,
+        sled_entries::TRACKED_USERS,
+        sled_entries::tracked_user,
+        async |users, _| match target_ref {
+            Some(t) => t.save_tracked_users(&users).await,
+            None => Ok(()),
+        },
+    )
     .await?;
-    carry(&sled, &mut report, options, progress, sled_entries::OLM_HASHES, sled_entries::olm_hash, async |message_hashes, _| {
-        save(target_ref, Changes { message_hashes, ..Default::default() }).await
-    })
+    carry(
+        &sled,
+        &mut report,
+        options,
+        progress,
+        sled_entries::OLM_HASHES,
+        sled_entries::olm_hash,
+        async |message_hashes, _| {
+            save(
+                target_ref,
+                Changes {
+                    message_hashes,
+                    ..Default::default()
+                },
+            )
+            .await
+        },
+    )
     .await?;
 
     for (tree, why) in sled_entries::LEFT_BEHIND {
@@ -226,22 +353,47 @@ pub async fn convert_async(options: &ConvertOptions, progress: &mut dyn FnMut(Pr
 
 /// The reopened store must hold what went in: the same account, every distinct room key, every
 /// tracked user, the backup version.
-fn check_written(report: &ConvertReport, written: &sqlite_target::WrittenStore, tracked_users: u64) -> Result<(), ConvertError> {
-    let account = written.account.as_ref().ok_or_else(|| ConvertError::CheckFailed("no account".into()))?;
-    if account.user_id().as_str() != report.user_id || account.device_id().as_str() != report.device_id {
-        return Err(ConvertError::CheckFailed("the account belongs to another user or device".into()));
+fn check_written(
+    report: &ConvertReport,
+    written: &sqlite_target::WrittenStore,
+    tracked_users: u64,
+) -> Result<(), ConvertError> {
+    let account = written
+        .account
+        .as_ref()
+        .ok_or_else(|| ConvertError::CheckFailed("no account".into()))?;
+    if account.user_id().as_str() != report.user_id
+        || account.device_id().as_str() != report.device_id
+    {
+        return Err(ConvertError::CheckFailed(
+            "the account belongs to another user or device".into(),
+        ));
     }
-    if account.identity_keys().curve25519.to_base64() != report.curve25519 || account.identity_keys().ed25519.to_base64() != report.ed25519 {
-        return Err(ConvertError::CheckFailed("the account's identity keys differ".into()));
+    if account.identity_keys().curve25519.to_base64() != report.curve25519
+        || account.identity_keys().ed25519.to_base64() != report.ed25519
+    {
+        return Err(ConvertError::CheckFailed(
+            "the account's identity keys differ".into(),
+        ));
     }
     if written.room_keys.total as u64 != report.distinct_room_keys {
-        return Err(ConvertError::CheckFailed(format!("{} room keys read back, {} written", written.room_keys.total, report.distinct_room_keys)));
+        return Err(ConvertError::CheckFailed(format!(
+            "{} room keys read back, {} written",
+            written.room_keys.total, report.distinct_room_keys
+        )));
     }
     if written.tracked_users != tracked_users {
-        return Err(ConvertError::CheckFailed(format!("{} tracked users read back, {tracked_users} written", written.tracked_users)));
+        return Err(ConvertError::CheckFailed(format!(
+            "{} tracked users read back, {tracked_users} written",
+            written.tracked_users
+        )));
     }
-    if written.backup_version != report.backup_version || written.has_backup_key != report.has_backup_key {
-        return Err(ConvertError::CheckFailed("the backup version or key differs".into()));
+    if written.backup_version != report.backup_version
+        || written.has_backup_key != report.has_backup_key
+    {
+        return Err(ConvertError::CheckFailed(
+            "the backup version or key differs".into(),
+        ));
     }
     Ok(())
 }
@@ -261,12 +413,20 @@ async fn carry<T>(
     let mut scanner = sled.entries(tree, decode, None);
     let mut tally = report.tree(tree);
     loop {
-        let chunk = next_chunk(&mut scanner, options.chunk_size.max(1), &mut tally, options.skip_errors)?;
+        let chunk = next_chunk(
+            &mut scanner,
+            options.chunk_size.max(1),
+            &mut tally,
+            options.skip_errors,
+        )?;
         if chunk.is_empty() {
             break;
         }
         write(chunk, &mut tally).await?;
-        progress(Progress::Tree { tree, entries: tally.converted + tally.damaged });
+        progress(Progress::Tree {
+            tree,
+            entries: tally.converted + tally.damaged,
+        });
     }
     let converted = tally.converted;
     report.put(tally);
@@ -281,7 +441,12 @@ async fn save(target: Option<&TempStore>, changes: Changes) -> Result<(), Conver
 }
 
 /// Up to `n` decoded entries; damaged ones are recorded in `tally` (or stop the run when strict).
-fn next_chunk<T>(scanner: &mut TreeScanner<T>, n: usize, tally: &mut TreeCount, skip_errors: bool) -> Result<Vec<T>, ConvertError> {
+fn next_chunk<T>(
+    scanner: &mut TreeScanner<T>,
+    n: usize,
+    tally: &mut TreeCount,
+    skip_errors: bool,
+) -> Result<Vec<T>, ConvertError> {
     let mut out = Vec::with_capacity(n.min(1024));
     while out.len() < n {
         match scanner.next() {

@@ -22,9 +22,17 @@ pub struct TreeCount {
 
 impl TreeCount {
     /// Records a damaged entry, or, when not skipping errors, stops the run on it.
-    pub fn damaged(&mut self, entry: DamagedEntry, skip_errors: bool, tree: &'static str) -> Result<(), ConvertError> {
+    pub fn damaged(
+        &mut self,
+        entry: DamagedEntry,
+        skip_errors: bool,
+        tree: &'static str,
+    ) -> Result<(), ConvertError> {
         if !skip_errors {
-            return Err(ConvertError::Damaged { tree, entry: Box::new(entry) });
+            return Err(ConvertError::Damaged {
+                tree,
+                entry: Box::new(entry),
+            });
         }
         self.damaged += 1;
         self.records.push(DamagedRecord {
@@ -71,7 +79,11 @@ pub struct ConvertReport {
 }
 
 impl ConvertReport {
-    pub(crate) fn new(dry_run: bool, existing: &ExistingStore, bot_sdk_device_id: Option<String>) -> Self {
+    pub(crate) fn new(
+        dry_run: bool,
+        existing: &ExistingStore,
+        bot_sdk_device_id: Option<String>,
+    ) -> Self {
         ConvertReport {
             dry_run,
             user_id: String::new(),
@@ -105,7 +117,14 @@ impl ConvertReport {
     }
 
     pub(crate) fn tree(&self, tree: &'static str) -> TreeCount {
-        TreeCount { tree, converted: 0, damaged: 0, left_behind: 0, reason: None, records: Vec::new() }
+        TreeCount {
+            tree,
+            converted: 0,
+            damaged: 0,
+            left_behind: 0,
+            reason: None,
+            records: Vec::new(),
+        }
     }
 
     pub(crate) fn put(&mut self, mut count: TreeCount) {
@@ -139,7 +158,12 @@ pub fn timestamp() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 #[cfg(test)]

@@ -49,38 +49,69 @@ fn from_json<T: DeserializeOwned>(json: &[u8], what: &str) -> Result<T, Damage> 
             serde_json::error::Category::Data => DamageKind::InvalidPickle,
             _ => DamageKind::InvalidJson,
         };
-        Damage::from_json(kind, &format!("{what} (as matrix-sdk-crypto 0.9 reads it)"), &e)
+        Damage::from_json(
+            kind,
+            &format!("{what} (as matrix-sdk-crypto 0.9 reads it)"),
+            &e,
+        )
     })
 }
 
-fn value_as<T: DeserializeOwned>(value: &[u8], cipher: Option<&StoreCipher>, what: &str) -> Result<T, Damage> {
+fn value_as<T: DeserializeOwned>(
+    value: &[u8],
+    cipher: Option<&StoreCipher>,
+    what: &str,
+) -> Result<T, Damage> {
     from_json(&open_value(value, cipher)?, what)
 }
 
 fn rejected(what: &str, err: impl std::fmt::Display) -> Damage {
-    Damage::new(DamageKind::InvalidPickle, format!("matrix-sdk-crypto 0.9 rejects the {what}: {err}"))
+    Damage::new(
+        DamageKind::InvalidPickle,
+        format!("matrix-sdk-crypto 0.9 rejects the {what}: {err}"),
+    )
 }
 
-pub fn account_entry(key: &[u8], value: &[u8], cipher: Option<&StoreCipher>) -> Result<AccountEntry, Damage> {
+pub fn account_entry(
+    key: &[u8],
+    value: &[u8],
+    cipher: Option<&StoreCipher>,
+) -> Result<AccountEntry, Damage> {
     Ok(match key {
         b"account\xff" => {
             let pickle: PickledAccount = value_as(value, cipher, "Olm account")?;
-            AccountEntry::Account(Box::new(Account::from_pickle(pickle).map_err(|e| rejected("Olm account", e))?))
+            AccountEntry::Account(Box::new(
+                Account::from_pickle(pickle).map_err(|e| rejected("Olm account", e))?,
+            ))
         }
-        b"backup_version_v1\xff" => AccountEntry::BackupVersion(value_as(value, cipher, "backup version")?),
-        b"recovery_key_v1\xff" => AccountEntry::BackupKey(value_as(value, cipher, "backup recovery key")?),
+        b"backup_version_v1\xff" => {
+            AccountEntry::BackupVersion(value_as(value, cipher, "backup version")?)
+        }
+        b"recovery_key_v1\xff" => {
+            AccountEntry::BackupKey(value_as(value, cipher, "backup recovery key")?)
+        }
         _ => AccountEntry::Unknown,
     })
 }
 
-pub fn private_identity(_key: &[u8], value: &[u8], cipher: Option<&StoreCipher>) -> Result<PrivateCrossSigningIdentity, Damage> {
-    let pickle: PickledCrossSigningIdentity = value_as(value, cipher, "private cross-signing identity")?;
-    PrivateCrossSigningIdentity::from_pickle(pickle).map_err(|e| rejected("private cross-signing identity", e))
+pub fn private_identity(
+    _key: &[u8],
+    value: &[u8],
+    cipher: Option<&StoreCipher>,
+) -> Result<PrivateCrossSigningIdentity, Damage> {
+    let pickle: PickledCrossSigningIdentity =
+        value_as(value, cipher, "private cross-signing identity")?;
+    PrivateCrossSigningIdentity::from_pickle(pickle)
+        .map_err(|e| rejected("private cross-signing identity", e))
 }
 
 /// A room key: checked by our own decoder first (so damage is named as `extract` names it), then
 /// unpickled by 0.9 with its flags (`imported`, `backed_up`, history visibility) as stored.
-pub fn inbound_group_session(_key: &[u8], value: &[u8], cipher: Option<&StoreCipher>) -> Result<InboundGroupSession, Damage> {
+pub fn inbound_group_session(
+    _key: &[u8],
+    value: &[u8],
+    cipher: Option<&StoreCipher>,
+) -> Result<InboundGroupSession, Damage> {
     let json = open_value(value, cipher)?;
     decode_pickle(&json)?;
     let pickle: PickledInboundGroupSession = from_json(&json, "room key pickle")?;
@@ -88,25 +119,45 @@ pub fn inbound_group_session(_key: &[u8], value: &[u8], cipher: Option<&StoreCip
 }
 
 /// An Olm session's pickle; 0.9 unpickles it against the account's device keys, which the caller has.
-pub fn olm_session(_key: &[u8], value: &[u8], cipher: Option<&StoreCipher>) -> Result<PickledSession, Damage> {
+pub fn olm_session(
+    _key: &[u8],
+    value: &[u8],
+    cipher: Option<&StoreCipher>,
+) -> Result<PickledSession, Damage> {
     value_as(value, cipher, "Olm session pickle")
 }
 
-pub fn device(_key: &[u8], value: &[u8], cipher: Option<&StoreCipher>) -> Result<DeviceData, Damage> {
+pub fn device(
+    _key: &[u8],
+    value: &[u8],
+    cipher: Option<&StoreCipher>,
+) -> Result<DeviceData, Damage> {
     value_as(value, cipher, "device")
 }
 
-pub fn identity(_key: &[u8], value: &[u8], cipher: Option<&StoreCipher>) -> Result<UserIdentityData, Damage> {
+pub fn identity(
+    _key: &[u8],
+    value: &[u8],
+    cipher: Option<&StoreCipher>,
+) -> Result<UserIdentityData, Damage> {
     value_as(value, cipher, "user identity")
 }
 
-pub fn tracked_user(_key: &[u8], value: &[u8], cipher: Option<&StoreCipher>) -> Result<TrackedUser, Damage> {
+pub fn tracked_user(
+    _key: &[u8],
+    value: &[u8],
+    cipher: Option<&StoreCipher>,
+) -> Result<TrackedUser, Damage> {
     value_as(value, cipher, "tracked user")
 }
 
 /// The hashes of Olm messages already decrypted (replay protection). matrix-sdk-sled keeps the
 /// hash itself, as JSON, in the Sled key (never encrypted); the value is a placeholder.
-pub fn olm_hash(key: &[u8], _value: &[u8], _cipher: Option<&StoreCipher>) -> Result<OlmMessageHash, Damage> {
+pub fn olm_hash(
+    key: &[u8],
+    _value: &[u8],
+    _cipher: Option<&StoreCipher>,
+) -> Result<OlmMessageHash, Damage> {
     from_json(key, "Olm message hash")
 }
 

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use matrix_sdk_crypto::olm::Account;
-use matrix_sdk_crypto::TrackedUser;
 use matrix_sdk_crypto::store::{Changes, CryptoStore, PendingChanges, RoomKeyCounts};
+use matrix_sdk_crypto::TrackedUser;
 use matrix_sdk_sqlite::SqliteCryptoStore;
 use sled_store::locate::SQLITE_STORE_NAME;
 
@@ -32,9 +32,12 @@ pub fn existing_store(crypto_store_dir: &Path) -> ExistingStore {
     if !path.exists() {
         return ExistingStore::None;
     }
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let result = rusqlite::Connection::open_with_flags(&path, flags).and_then(|conn| {
-        conn.query_row("SELECT count(*) FROM kv WHERE key = 'account'", [], |row| row.get::<_, i64>(0))
+        conn.query_row("SELECT count(*) FROM kv WHERE key = 'account'", [], |row| {
+            row.get::<_, i64>(0)
+        })
     });
     match result {
         Ok(0) => ExistingStore::WithoutAccount,
@@ -55,14 +58,23 @@ pub struct TempStore {
 }
 
 impl TempStore {
-    pub async fn create(crypto_store_dir: &Path, passphrase: Option<&str>) -> Result<Self, ConvertError> {
+    pub async fn create(
+        crypto_store_dir: &Path,
+        passphrase: Option<&str>,
+    ) -> Result<Self, ConvertError> {
         remove_abandoned(crypto_store_dir);
-        let dir = crypto_store_dir.join(format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", std::process::id()));
+        let dir =
+            crypto_store_dir.join(format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", std::process::id()));
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| ConvertError::io(format!("cannot remove {}", dir.display()), e))?;
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| ConvertError::io(format!("cannot remove {}", dir.display()), e))?;
         }
         create_private_dir(&dir)?;
-        let mut temp = TempStore { dir, store: None, passphrase: passphrase.map(str::to_owned) };
+        let mut temp = TempStore {
+            dir,
+            store: None,
+            passphrase: passphrase.map(str::to_owned),
+        };
         temp.store = Some(temp.open().await?);
         Ok(temp)
     }
@@ -70,7 +82,12 @@ impl TempStore {
     async fn open(&self) -> Result<SqliteCryptoStore, ConvertError> {
         SqliteCryptoStore::open(&self.dir, self.passphrase.as_deref())
             .await
-            .map_err(|e| ConvertError::Write(format!("matrix-sdk-sqlite could not create the store in {}: {e}", self.dir.display())))
+            .map_err(|e| {
+                ConvertError::Write(format!(
+                    "matrix-sdk-sqlite could not create the store in {}: {e}",
+                    self.dir.display()
+                ))
+            })
     }
 
     fn store(&self) -> &SqliteCryptoStore {
@@ -79,18 +96,26 @@ impl TempStore {
 
     pub async fn save_account(&self, account: Account) -> Result<(), ConvertError> {
         self.store()
-            .save_pending_changes(PendingChanges { account: Some(account) })
+            .save_pending_changes(PendingChanges {
+                account: Some(account),
+            })
             .await
             .map_err(write_error)
     }
 
     pub async fn save(&self, changes: Changes) -> Result<(), ConvertError> {
-        self.store().save_changes(changes).await.map_err(write_error)
+        self.store()
+            .save_changes(changes)
+            .await
+            .map_err(write_error)
     }
 
     pub async fn save_tracked_users(&self, users: &[TrackedUser]) -> Result<(), ConvertError> {
         let users: Vec<_> = users.iter().map(|u| (&*u.user_id, u.dirty)).collect();
-        self.store().save_tracked_users(&users).await.map_err(write_error)
+        self.store()
+            .save_tracked_users(&users)
+            .await
+            .map_err(write_error)
     }
 
     /// Closes the store, reopens it as the bot would (same passphrase, genuine 0.9 code) and
@@ -99,7 +124,10 @@ impl TempStore {
         self.close();
         let store = self.open().await?;
         let account = store.load_account().await.map_err(write_error)?;
-        let room_keys = store.inbound_group_session_counts(None).await.map_err(write_error)?;
+        let room_keys = store
+            .inbound_group_session_counts(None)
+            .await
+            .map_err(write_error)?;
         let tracked_users = store.load_tracked_users().await.map_err(write_error)?.len() as u64;
         let backup = store.load_backup_keys().await.map_err(write_error)?;
         drop(store);
@@ -120,7 +148,11 @@ impl TempStore {
 
     /// Moves the finished store into `crypto_store_dir`. An existing store is first renamed to
     /// `matrix-sdk-crypto.sqlite3.before-convert-<stamp>` (with its `-wal`/`-shm`), never deleted.
-    pub fn finish(mut self, crypto_store_dir: &Path, stamp: &str) -> Result<Option<PathBuf>, ConvertError> {
+    pub fn finish(
+        mut self,
+        crypto_store_dir: &Path,
+        stamp: &str,
+    ) -> Result<Option<PathBuf>, ConvertError> {
         self.close();
         let written = self.dir.join(SQLITE_STORE_NAME);
         checkpoint(&written)?;
@@ -129,7 +161,8 @@ impl TempStore {
         let target = crypto_store_dir.join(SQLITE_STORE_NAME);
         let mut moved_aside = None;
         if target.exists() {
-            let aside = crypto_store_dir.join(format!("{SQLITE_STORE_NAME}.before-convert-{stamp}"));
+            let aside =
+                crypto_store_dir.join(format!("{SQLITE_STORE_NAME}.before-convert-{stamp}"));
             for suffix in ["-wal", "-shm"] {
                 let side = with_suffix(&target, suffix);
                 if side.exists() {
@@ -174,18 +207,26 @@ fn write_error(e: impl std::fmt::Display) -> ConvertError {
 /// threads a moment after the store is dropped: while one still reads, the checkpoint reports busy
 /// and is retried.
 fn checkpoint(db: &Path) -> Result<(), ConvertError> {
-    let failed = |e: rusqlite::Error| ConvertError::Write(format!("cannot checkpoint {}: {e}", db.display()));
-    let conn = rusqlite::Connection::open(db).map_err(|e| ConvertError::Write(format!("cannot reopen {}: {e}", db.display())))?;
+    let failed = |e: rusqlite::Error| {
+        ConvertError::Write(format!("cannot checkpoint {}: {e}", db.display()))
+    };
+    let conn = rusqlite::Connection::open(db)
+        .map_err(|e| ConvertError::Write(format!("cannot reopen {}: {e}", db.display())))?;
     for _ in 0..100 {
         let (busy, log_frames): (i64, i64) = conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .map_err(failed)?;
         if busy == 0 && log_frames <= 0 {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    Err(ConvertError::Write(format!("{} stayed busy: another process has it open", db.display())))
+    Err(ConvertError::Write(format!(
+        "{} stayed busy: another process has it open",
+        db.display()
+    )))
 }
 
 /// The store holds the bot's keys: 0600, and owned by whoever owns the Sled store (the bot's user),
@@ -194,12 +235,25 @@ fn give_to_the_bot(file: &Path, crypto_store_dir: &Path) -> Result<(), ConvertEr
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| ConvertError::io(format!("cannot restrict {}", file.display()), e))?;
-    let owner = std::fs::metadata(crypto_store_dir.join(sled_store::locate::SLED_DIR_NAME).join("db"))
-        .map_err(|e| ConvertError::io("cannot read the owner of the Sled store", e))?;
-    let me = std::fs::metadata(file).map_err(|e| ConvertError::io(format!("cannot read {}", file.display()), e))?;
+    let owner = std::fs::metadata(
+        crypto_store_dir
+            .join(sled_store::locate::SLED_DIR_NAME)
+            .join("db"),
+    )
+    .map_err(|e| ConvertError::io("cannot read the owner of the Sled store", e))?;
+    let me = std::fs::metadata(file)
+        .map_err(|e| ConvertError::io(format!("cannot read {}", file.display()), e))?;
     if (me.uid(), me.gid()) != (owner.uid(), owner.gid()) {
-        std::os::unix::fs::chown(file, Some(owner.uid()), Some(owner.gid()))
-            .map_err(|e| ConvertError::io(format!("cannot give {} to the owner of the Sled store (uid {})", file.display(), owner.uid()), e))?;
+        std::os::unix::fs::chown(file, Some(owner.uid()), Some(owner.gid())).map_err(|e| {
+            ConvertError::io(
+                format!(
+                    "cannot give {} to the owner of the Sled store (uid {})",
+                    file.display(),
+                    owner.uid()
+                ),
+                e,
+            )
+        })?;
     }
     Ok(())
 }
@@ -211,7 +265,12 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), ConvertError> {
-    std::fs::rename(from, to).map_err(|e| ConvertError::io(format!("cannot rename {} to {}", from.display(), to.display()), e))
+    std::fs::rename(from, to).map_err(|e| {
+        ConvertError::io(
+            format!("cannot rename {} to {}", from.display(), to.display()),
+            e,
+        )
+    })
 }
 
 fn fsync(path: &Path) -> Result<(), ConvertError> {
@@ -235,12 +294,22 @@ fn create_private_dir(dir: &Path) -> Result<(), ConvertError> {
 /// Temporary folders of runs that were killed: ours by name, and only once no process of that id
 /// is alive.
 fn remove_abandoned(crypto_store_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(crypto_store_dir) else { return };
+    let Ok(entries) = std::fs::read_dir(crypto_store_dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(pid) = name.strip_prefix(TEMP_PREFIX).and_then(|r| r.strip_suffix(TEMP_SUFFIX)) else { continue };
-        let alive = pid.parse::<i32>().map(|pid| unsafe { libc::kill(pid, 0) } == 0).unwrap_or(false);
+        let Some(pid) = name
+            .strip_prefix(TEMP_PREFIX)
+            .and_then(|r| r.strip_suffix(TEMP_SUFFIX))
+        else {
+            continue;
+        };
+        let alive = pid
+            .parse::<i32>()
+            .map(|pid| unsafe { libc::kill(pid, 0) } == 0)
+            .unwrap_or(false);
         if !alive {
             let _ = std::fs::remove_dir_all(entry.path());
         }

@@ -32,12 +32,23 @@ fn case(name: &str) -> Case {
     let src = fixtures_dir().join(name);
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    let status = std::process::Command::new("cp").arg("-a").arg(src.join("store")).arg(&store).status().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(src.join("store"))
+        .arg(&store)
+        .status()
+        .unwrap();
     assert!(status.success());
     let work = tmp.path().join("work");
     std::fs::create_dir(&work).unwrap();
-    let expected = serde_json::from_slice(&std::fs::read(src.join("expected.json")).unwrap()).unwrap();
-    Case { _tmp: tmp, store, work, expected }
+    let expected =
+        serde_json::from_slice(&std::fs::read(src.join("expected.json")).unwrap()).unwrap();
+    Case {
+        _tmp: tmp,
+        store,
+        work,
+        expected,
+    }
 }
 
 impl Case {
@@ -71,7 +82,12 @@ fn hash_tree(dir: &Path) -> BTreeMap<PathBuf, String> {
             }
         }
     }
-    out.insert(dir.join("bot-sdk.json"), hex(&Sha256::digest(std::fs::read(dir.join("bot-sdk.json")).unwrap())));
+    out.insert(
+        dir.join("bot-sdk.json"),
+        hex(&Sha256::digest(
+            std::fs::read(dir.join("bot-sdk.json")).unwrap(),
+        )),
+    );
     out
 }
 
@@ -80,7 +96,9 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn settings() -> DecryptionSettings {
-    DecryptionSettings { sender_device_trust_requirement: TrustRequirement::Untrusted }
+    DecryptionSettings {
+        sender_device_trust_requirement: TrustRequirement::Untrusted,
+    }
 }
 
 /// Opens the converted store as matrix-bot-sdk 0.8 does and checks it is the same bot: same device,
@@ -98,17 +116,40 @@ async fn check_as_the_bot(c: &Case, report: &ConvertReport) {
     assert_eq!(report.distinct_room_keys as usize, keys.len());
     for k in keys {
         let room = RoomId::parse(k["room_id"].as_str().unwrap()).unwrap();
-        let session = store.get_inbound_group_session(&room, k["session_id"].as_str().unwrap()).await.unwrap().expect("every key is in the store");
-        assert_eq!(session.has_been_imported(), k["imported"].as_bool().unwrap(), "imported flag of {}", k["session_id"]);
-        assert_eq!(session.first_known_index(), k["first_message_index"].as_u64().unwrap() as u32);
-        assert_eq!(session.sender_key().to_base64(), k["sender_key"].as_str().unwrap());
+        let session = store
+            .get_inbound_group_session(&room, k["session_id"].as_str().unwrap())
+            .await
+            .unwrap()
+            .expect("every key is in the store");
+        assert_eq!(
+            session.has_been_imported(),
+            k["imported"].as_bool().unwrap(),
+            "imported flag of {}",
+            k["session_id"]
+        );
+        assert_eq!(
+            session.first_known_index(),
+            k["first_message_index"].as_u64().unwrap() as u32
+        );
+        assert_eq!(
+            session.sender_key().to_base64(),
+            k["sender_key"].as_str().unwrap()
+        );
     }
 
-    let machine = OlmMachine::with_store(&user, &device, store.clone(), None).await.expect("the bot adopts the converted account");
+    let machine = OlmMachine::with_store(&user, &device, store.clone(), None)
+        .await
+        .expect("the bot adopts the converted account");
     assert_eq!(machine.device_id(), device);
     let ids = machine.identity_keys();
-    assert_eq!(ids.curve25519.to_base64(), e["identity_keys"]["curve25519"].as_str().unwrap());
-    assert_eq!(ids.ed25519.to_base64(), e["identity_keys"]["ed25519"].as_str().unwrap());
+    assert_eq!(
+        ids.curve25519.to_base64(),
+        e["identity_keys"]["curve25519"].as_str().unwrap()
+    );
+    assert_eq!(
+        ids.ed25519.to_base64(),
+        e["identity_keys"]["ed25519"].as_str().unwrap()
+    );
 
     let decrypt_all = |events: Vec<Value>| {
         let machine = &machine;
@@ -117,7 +158,12 @@ async fn check_as_the_bot(c: &Case, report: &ConvertReport) {
             for ev in events {
                 let room = RoomId::parse(ev["room_id"].as_str().unwrap()).unwrap();
                 let raw = Raw::from_json_string(ev["event"].to_string()).unwrap();
-                let decrypted = machine.decrypt_room_event(&raw, &room, &settings()).await.unwrap_or_else(|err| panic!("event {} does not decrypt: {err}", ev["event"]["event_id"]));
+                let decrypted = machine
+                    .decrypt_room_event(&raw, &room, &settings())
+                    .await
+                    .unwrap_or_else(|err| {
+                        panic!("event {} does not decrypt: {err}", ev["event"]["event_id"])
+                    });
                 let clear: Value = decrypted.event.deserialize_as().unwrap();
                 assert_eq!(clear["content"], ev["plaintext"]);
                 n += 1;
@@ -132,24 +178,57 @@ async fn check_as_the_bot(c: &Case, report: &ConvertReport) {
     if let Some(secrets) = e["backup_and_cross_signing"].as_object() {
         // A bot that had enabled key backup and cross-signing keeps both.
         let backup = machine.backup_machine().get_backup_keys().await.unwrap();
-        assert_eq!(backup.backup_version.as_deref(), secrets["backup_version"].as_str());
-        assert_eq!(backup.decryption_key.expect("the backup key is carried").to_base64(), secrets["recovery_key"].as_str().unwrap());
+        assert_eq!(
+            backup.backup_version.as_deref(),
+            secrets["backup_version"].as_str()
+        );
+        assert_eq!(
+            backup
+                .decryption_key
+                .expect("the backup key is carried")
+                .to_base64(),
+            secrets["recovery_key"].as_str().unwrap()
+        );
         let status = machine.cross_signing_status().await;
-        assert!(status.has_master && status.has_self_signing && status.has_user_signing, "the private cross-signing identity is carried: {status:?}");
+        assert!(
+            status.has_master && status.has_self_signing && status.has_user_signing,
+            "the private cross-signing identity is carried: {status:?}"
+        );
         assert!(report.has_backup_key && report.has_cross_signing_identity);
-        assert!(machine.get_identity(&user, None).await.unwrap().is_some(), "the bot's own public identity is known");
+        assert!(
+            machine.get_identity(&user, None).await.unwrap().is_some(),
+            "the bot's own public identity is known"
+        );
     }
 
     if let Some(olm) = e["olm"].as_object() {
         // What the Sled store held besides room keys came across too.
-        assert_eq!(report.count("session").unwrap().converted, olm["olm_sessions"].as_u64().unwrap(), "Olm sessions");
-        assert_eq!(report.count("tracked_users").unwrap().converted as usize, olm["tracked_users"].as_array().unwrap().len(), "tracked users");
-        assert!(report.count("devices").unwrap().converted >= olm["devices"].as_u64().unwrap(), "devices");
+        assert_eq!(
+            report.count("session").unwrap().converted,
+            olm["olm_sessions"].as_u64().unwrap(),
+            "Olm sessions"
+        );
+        assert_eq!(
+            report.count("tracked_users").unwrap().converted as usize,
+            olm["tracked_users"].as_array().unwrap().len(),
+            "tracked users"
+        );
+        assert!(
+            report.count("devices").unwrap().converted >= olm["devices"].as_u64().unwrap(),
+            "devices"
+        );
         for peer in olm["peer_devices"].as_array().unwrap().iter().take(1) {
             let user: OwnedUserId = peer["user_id"].as_str().unwrap().try_into().unwrap();
             let device: OwnedDeviceId = peer["device_id"].as_str().unwrap().into();
-            let known = machine.get_device(&user, &device, None).await.unwrap().expect("the peer's device is known without a key query");
-            assert_eq!(known.curve25519_key().unwrap().to_base64(), peer["curve25519"].as_str().unwrap());
+            let known = machine
+                .get_device(&user, &device, None)
+                .await
+                .unwrap()
+                .expect("the peer's device is known without a key query");
+            assert_eq!(
+                known.curve25519_key().unwrap().to_base64(),
+                peer["curve25519"].as_str().unwrap()
+            );
         }
         for message in olm["to_device"].as_array().unwrap() {
             let raw = Raw::from_json_string(message["event"].to_string()).unwrap();
@@ -164,35 +243,74 @@ async fn check_as_the_bot(c: &Case, report: &ConvertReport) {
                 .await
                 .unwrap();
             let kind = message["kind"].as_str().unwrap();
-            let clear: Value = decrypted.first().unwrap_or_else(|| panic!("{kind} to-device message not decrypted")).deserialize_as().unwrap();
+            let clear: Value = decrypted
+                .first()
+                .unwrap_or_else(|| panic!("{kind} to-device message not decrypted"))
+                .deserialize_as()
+                .unwrap();
             assert_eq!(clear["type"], "m.room_key", "{kind}: {clear}");
-            assert!(room_keys.iter().any(|k| k.session_id == message["session_id"].as_str().unwrap()), "{kind}: the room key it carries is imported");
+            assert!(
+                room_keys
+                    .iter()
+                    .any(|k| k.session_id == message["session_id"].as_str().unwrap()),
+                "{kind}: the room key it carries is imported"
+            );
             let events = message["events"].as_array().unwrap().clone();
             let n = events.len();
             assert!(n > 0);
-            assert_eq!(decrypt_all(events).await, n, "{kind}: events in the new session decrypt");
+            assert_eq!(
+                decrypt_all(events).await,
+                n,
+                "{kind}: events in the new session decrypt"
+            );
         }
     }
 }
 
 #[tokio::test]
 async fn converted_stores_open_as_the_same_bot_with_every_key() {
-    for name in ["plain", "empty-passphrase", "passphrase", "mixed-upgrade", "msgpack-cipher"] {
+    for name in [
+        "plain",
+        "empty-passphrase",
+        "passphrase",
+        "mixed-upgrade",
+        "msgpack-cipher",
+    ] {
         let c = case(name);
         if ["plain", "empty-passphrase", "passphrase"].contains(&name) {
-            assert!(c.expected["olm"].is_object(), "{name}: the fixture records an Olm exchange");
+            assert!(
+                c.expected["olm"].is_object(),
+                "{name}: the fixture records an Olm exchange"
+            );
         }
         if name == "passphrase" {
-            assert!(c.expected["backup_and_cross_signing"].is_object(), "{name}: the fixture holds a backup key and a cross-signing identity");
+            assert!(
+                c.expected["backup_and_cross_signing"].is_object(),
+                "{name}: the fixture holds a backup key and a cross-signing identity"
+            );
         }
         let before = hash_tree(&c.store);
-        let report = run(&c.options()).await.unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(hash_tree(&c.store), before, "{name}: the Sled store is unchanged");
+        let report = run(&c.options())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            hash_tree(&c.store),
+            before,
+            "{name}: the Sled store is unchanged"
+        );
         assert!(c.sqlite().is_file(), "{name}");
         assert!(report.damaged.is_empty());
         assert_eq!(report.device_id, c.expected["device_id"].as_str().unwrap());
-        let leftovers: Vec<_> = std::fs::read_dir(&c.store).unwrap().flatten().map(|e| e.file_name().into_string().unwrap()).filter(|n| n.starts_with('.') || n.ends_with("-wal") || n.ends_with("-shm")).collect();
-        assert!(leftovers.is_empty(), "{name}: one file, nothing beside it: {leftovers:?}");
+        let leftovers: Vec<_> = std::fs::read_dir(&c.store)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.') || n.ends_with("-wal") || n.ends_with("-shm"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "{name}: one file, nothing beside it: {leftovers:?}"
+        );
         check_as_the_bot(&c, &report).await;
     }
 }
@@ -203,11 +321,22 @@ async fn dry_run_counts_and_writes_nothing() {
     let mut o = c.options();
     o.dry_run = true;
     let report = run(&o).await.unwrap();
-    assert_eq!(report.count("inbound_group_sessions").unwrap().converted as usize, c.expected["keys"].as_array().unwrap().len());
+    assert_eq!(
+        report.count("inbound_group_sessions").unwrap().converted as usize,
+        c.expected["keys"].as_array().unwrap().len()
+    );
     assert_eq!(report.count("account").unwrap().converted, 1);
     assert!(!c.sqlite().exists());
-    assert_eq!(std::fs::read_dir(&c.store).unwrap().count(), 2, "only matrix-sdk-crypto/ and bot-sdk.json");
-    assert_eq!(std::fs::read_dir(&c.work).unwrap().count(), 0, "the working copy is gone");
+    assert_eq!(
+        std::fs::read_dir(&c.store).unwrap().count(),
+        2,
+        "only matrix-sdk-crypto/ and bot-sdk.json"
+    );
+    assert_eq!(
+        std::fs::read_dir(&c.work).unwrap().count(),
+        0,
+        "the working copy is gone"
+    );
 }
 
 #[tokio::test]
@@ -221,8 +350,16 @@ async fn refuses_an_existing_account_unless_forced_and_then_keeps_it_aside() {
     let mut o = c.options();
     o.force = true;
     let report = run(&o).await.unwrap();
-    let aside = report.moved_aside.clone().expect("the old store is moved aside");
-    assert!(aside.file_name().unwrap().to_str().unwrap().starts_with("matrix-sdk-crypto.sqlite3.before-convert-"));
+    let aside = report
+        .moved_aside
+        .clone()
+        .expect("the old store is moved aside");
+    assert!(aside
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("matrix-sdk-crypto.sqlite3.before-convert-"));
     assert_eq!(std::fs::read(&aside).unwrap(), first, "kept byte for byte");
     check_as_the_bot(&c, &report).await;
 }
@@ -241,7 +378,10 @@ async fn wrong_passphrase_and_locked_store_write_nothing() {
     let db = std::fs::File::open(c.store.join("matrix-sdk-crypto/db")).unwrap();
     // What Sled takes while the bot runs: an exclusive lock on db.
     use std::os::fd::AsRawFd;
-    assert_eq!(unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    assert_eq!(
+        unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
     let err = run(&c.options()).await.unwrap_err();
     assert_eq!(err.code(), "STORE_LOCKED", "{err}");
     assert!(!c.sqlite().exists());
@@ -253,13 +393,20 @@ async fn damaged_entries_stop_a_strict_run_and_are_listed_with_skip_errors() {
     let err = run(&c.options()).await.unwrap_err();
     assert_eq!(err.code(), "DAMAGED_ENTRIES", "{err}");
     assert!(!c.sqlite().exists(), "a strict run writes nothing");
-    assert_eq!(std::fs::read_dir(&c.store).unwrap().count(), 2, "no temporary store left");
+    assert_eq!(
+        std::fs::read_dir(&c.store).unwrap().count(),
+        2,
+        "no temporary store left"
+    );
 
     let mut o = c.options();
     o.skip_errors = true;
     let report = run(&o).await.unwrap();
     let damaged = c.expected["damaged"].as_array().unwrap();
     assert_eq!(report.damaged.len(), damaged.len());
-    assert!(report.damaged.iter().all(|d| d.tree == "inbound_group_sessions"));
+    assert!(report
+        .damaged
+        .iter()
+        .all(|d| d.tree == "inbound_group_sessions"));
     check_as_the_bot(&c, &report).await;
 }
