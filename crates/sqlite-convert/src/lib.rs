@@ -123,16 +123,16 @@ pub async fn convert_async(
     for item in sled.entries(sled_entries::ACCOUNT, sled_entries::account_entry, None) {
         match item {
             ScanItem::Key(entry) => {
-                tally.converted += 1;
                 match entry.key {
                     AccountEntry::Account(a) => account = Some(a),
                     AccountEntry::BackupVersion(v) => changes.backup_version = Some(v),
                     AccountEntry::BackupKey(k) => changes.backup_decryption_key = Some(k),
                     AccountEntry::Unknown => {
-                        tally.converted -= 1;
                         tally.left_behind += 1;
+                        continue;
                     }
                 }
+                tally.converted += 1;
             }
             ScanItem::Damaged(d) if d.sled_key == b"account\xff" => {
                 return Err(ConvertError::AccountUnreadable(format!(

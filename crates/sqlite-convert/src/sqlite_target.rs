@@ -140,8 +140,8 @@ impl TempStore {
         })
     }
 
-    /// Drops every connection, folds the write-ahead log into the database file and fsyncs it, so
-    /// that one file holds the whole store.
+    /// Drops the store and with it the pool's connections (they close on their own threads a
+    /// moment later: `checkpoint` waits for them).
     fn close(&mut self) {
         self.store = None;
     }
@@ -173,7 +173,7 @@ impl TempStore {
             moved_aside = Some(aside);
         }
         rename(&written, &target)?;
-        fsync_dir(crypto_store_dir)?;
+        fsync(crypto_store_dir)?;
         let _ = std::fs::remove_dir_all(&self.dir);
         self.dir = PathBuf::new();
         Ok(moved_aside)
@@ -277,10 +277,6 @@ fn fsync(path: &Path) -> Result<(), ConvertError> {
     std::fs::File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| ConvertError::io(format!("cannot fsync {}", path.display()), e))
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), ConvertError> {
-    fsync(dir)
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), ConvertError> {
