@@ -228,7 +228,7 @@ export interface StreamOptions {
   readAhead?: number
   /** Resume after this Sled key (hex), as recorded in migration-state.json. */
   startAfter?: string
-  /** Bytes read between Sled reopens (memory against reopen cost; default 4 MiB). */
+  /** Reopen Sled after this many bytes read (default: never; memory stays bounded without it). */
   reopenAfterBytes?: number
   cacheCapacity?: number
 }

@@ -40,7 +40,7 @@ export interface StreamTuning {
   readAhead?: number;
   /** Where to resume (migration-state.json): a hex Sled key, or an element index in a key file. */
   startAfter?: string;
-  /** Bytes read between Sled reopens (memory against reopen cost); SLED_REOPEN_AFTER_BYTES overrides. */
+  /** Reopen Sled after this many bytes read (default never: memory stays bounded without it); SLED_REOPEN_AFTER_BYTES overrides. */
   reopenAfterBytes?: number;
 }
 

@@ -36,7 +36,7 @@ pub struct StreamOptions {
     pub read_ahead: Option<u32>,
     /// Resume after this Sled key (hex), as recorded in migration-state.json.
     pub start_after: Option<String>,
-    /// Bytes read between Sled reopens (memory against reopen cost; default 4 MiB).
+    /// Reopen Sled after this many bytes read (default: never; memory stays bounded without it).
     pub reopen_after_bytes: Option<u32>,
     pub cache_capacity: Option<u32>,
 }
@@ -133,7 +133,7 @@ pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream
         open_options.passphrase = p.clone();
     }
     if let Some(n) = options.reopen_after_bytes {
-        open_options.reopen_after_bytes = u64::from(n);
+        open_options.reopen_after_bytes = Some(u64::from(n));
     }
     if let Some(n) = options.cache_capacity {
         open_options.cache_capacity = n as u64;

@@ -11,7 +11,7 @@ fn main() {
     let mut options = OpenOptions::new(std::env::temp_dir());
     options.passphrase = args.next().unwrap_or_default();
     if let Some(n) = args.next() {
-        options.reopen_after_bytes = n.parse().expect("REOPEN_AFTER_BYTES is a number");
+        options.reopen_after_bytes = Some(n.parse().expect("REOPEN_AFTER_BYTES is a number"));
     }
     if let Ok(c) = std::env::var("SLED_CACHE_BYTES") {
         options.cache_capacity = c.parse().expect("SLED_CACHE_BYTES is a number");
