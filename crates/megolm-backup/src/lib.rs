@@ -1,6 +1,7 @@
 //! The server-side key backup algorithm `m.megolm_backup.v1.curve25519-aes-sha2`, its recovery key,
 //! and Element's "MEGOLM SESSION DATA" export file. Plain Rust; the napi binding calls it.
 
+pub mod agreement;
 pub mod backup_data;
 pub mod encrypt;
 pub mod export_file;
@@ -12,7 +13,9 @@ pub use backup_data::{
     fingerprint, first_message_index_of, session_id_of, validate_exported_key, BackedUpRoomKey,
     KeyBackupData, KeyError,
 };
-pub use encrypt::{decrypt_session, encrypt_room_key, encrypt_session, DecryptError, SessionData};
+pub use encrypt::{
+    decrypt_session, encrypt_room_key, encrypt_session, BackupEncryptor, DecryptError, SessionData,
+};
 pub use export_file::{decrypt_export, encrypt_export, ExportError, DEFAULT_EXPORT_ROUNDS};
 pub use exported_key::{to_json_elements, ExportedRoomKey};
 pub use key_file::{for_each_key, KeyFileError, KeyFileItem, EXPORT_HEADER};

@@ -1,8 +1,8 @@
 //! Backup-key and backup-entry functions for JavaScript: thin conversions around `megolm-backup`.
 
 use megolm_backup::{
-    decrypt_session, encrypt_session, fingerprint, BackedUpRoomKey, BackupDecryptionKey,
-    BackupPublicKey, ExportedRoomKey, SessionData as CoreSessionData,
+    decrypt_session, fingerprint, BackedUpRoomKey, BackupDecryptionKey, BackupEncryptor,
+    ExportedRoomKey, SessionData as CoreSessionData,
 };
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -82,12 +82,12 @@ pub struct BackupEntry {
 /// knows: a key exported at index n starts at n. The key is consumed: its room and session IDs move
 /// into the entry.
 pub(crate) fn backup_entry(
-    public_key: &BackupPublicKey,
+    encryptor: &BackupEncryptor,
     k: ExportedRoomKey,
     forwarded: bool,
     first_message_index: u32,
 ) -> BackupEntry {
-    let data = encrypt_session(public_key, &k.backed_up_json());
+    let data = encryptor.encrypt_session(&k.backed_up_json());
     BackupEntry {
         room_id: k.room_id,
         session_id: k.session_id,
