@@ -41,14 +41,16 @@ export declare class TreeJob {
 /** Bytes free for this user where `dir` lives (null when the system cannot say). */
 export declare function availableSpace(dir: string): number | null
 
-/** One `KeyBackupData` with the room and session it is filed under. */
+/**
+ * One `KeyBackupData` with the room and session it is filed under. The data comes as its JSON
+ * text, serialized here on the encryption threads: JavaScript only splices it into request bodies
+ * (one string per key crosses into V8 instead of an object of seven fields it would stringify).
+ */
 export interface BackupEntry {
   roomId: string
   sessionId: string
-  firstMessageIndex: number
-  forwardedCount: number
-  isVerified: boolean
-  sessionData: SessionData
+  /** `{"first_message_index":…,"forwarded_count":…,"is_verified":false,"session_data":{…}}` */
+  keyBackupData: string
 }
 
 export interface BackupEntryIn {

@@ -48,22 +48,13 @@ interface Part {
   entries: BackupEntry[];
 }
 
-/** Serialized size of one entry inside a body: measured, not guessed, so the limit holds. */
-function entryJson(e: BackupEntry): string {
-  return JSON.stringify({
-    first_message_index: e.firstMessageIndex,
-    forwarded_count: e.forwardedCount,
-    is_verified: e.isVerified,
-    session_data: e.sessionData,
-  });
-}
-
+/** The entries' `KeyBackupData` JSON (made by the binding) filed under their rooms and sessions. */
 export function buildBody(entries: BackupEntry[]): string {
   const rooms = new Map<string, string[]>();
   for (const e of entries) {
     let list = rooms.get(e.roomId);
     if (!list) rooms.set(e.roomId, (list = []));
-    list.push(`${JSON.stringify(e.sessionId)}:${entryJson(e)}`);
+    list.push(`${JSON.stringify(e.sessionId)}:${e.keyBackupData}`);
   }
   const parts: string[] = [];
   for (const [room, sessions] of rooms) parts.push(`${JSON.stringify(room)}:{"sessions":{${sessions.join(',')}}}`);
@@ -71,9 +62,10 @@ export function buildBody(entries: BackupEntry[]): string {
 }
 
 const ENVELOPE_BYTES = 64;
+/** Serialized size of one entry inside a body, so the limit holds: the data (ASCII JSON), the
+ * session ID and the room ID (worst case: a room of its own), quotes and punctuation. */
 function entryBytes(e: BackupEntry): number {
-  // session ID + room ID (worst case: a room of its own) + the data
-  return entryJson(e).length + e.sessionId.length + e.roomId.length + 32;
+  return e.keyBackupData.length + e.sessionId.length + e.roomId.length + 32;
 }
 
 export async function uploadKeys(opts: UploadOptions): Promise<UploadSummary> {

@@ -2,7 +2,7 @@
 
 use megolm_backup::{
     decrypt_session, fingerprint, BackedUpRoomKey, BackupDecryptionKey, BackupEncryptor,
-    ExportedRoomKey, SessionData as CoreSessionData,
+    ExportedRoomKey, KeyBackupData, SessionData as CoreSessionData,
 };
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -67,15 +67,15 @@ pub struct SessionData {
     pub mac: String,
 }
 
-/// One `KeyBackupData` with the room and session it is filed under.
+/// One `KeyBackupData` with the room and session it is filed under. The data comes as its JSON
+/// text, serialized here on the encryption threads: JavaScript only splices it into request bodies
+/// (one string per key crosses into V8 instead of an object of seven fields it would stringify).
 #[napi(object)]
 pub struct BackupEntry {
     pub room_id: String,
     pub session_id: String,
-    pub first_message_index: u32,
-    pub forwarded_count: u32,
-    pub is_verified: bool,
-    pub session_data: SessionData,
+    /// `{"first_message_index":…,"forwarded_count":…,"is_verified":false,"session_data":{…}}`
+    pub key_backup_data: String,
 }
 
 /// `first_message_index` is the key's (bytes 1..5 of its session key), which the source already
@@ -87,18 +87,16 @@ pub(crate) fn backup_entry(
     forwarded: bool,
     first_message_index: u32,
 ) -> BackupEntry {
-    let data = encryptor.encrypt_session(&k.backed_up_json());
-    BackupEntry {
-        room_id: k.room_id,
-        session_id: k.session_id,
+    let data = KeyBackupData {
         first_message_index,
         forwarded_count: u32::from(forwarded),
         is_verified: false,
-        session_data: SessionData {
-            ephemeral: data.ephemeral,
-            ciphertext: data.ciphertext,
-            mac: data.mac,
-        },
+        session_data: encryptor.encrypt_session(&k.backed_up_json()),
+    };
+    BackupEntry {
+        room_id: k.room_id,
+        session_id: k.session_id,
+        key_backup_data: serde_json::to_string(&data).expect("KeyBackupData serializes"),
     }
 }
 
