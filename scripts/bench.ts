@@ -6,6 +6,7 @@
  *   npm run bench                          sizes 10k, 100k, 1M; bloated store 20k sessions × 100 rewrites
  *   npm run bench -- --sizes 10000,100000  other sizes
  *   npm run bench -- --quick               small sizes, to check the harness (does not write docs/)
+ *   npm run bench -- --render              rewrite docs/benchmarks.{md,svg} from docs/benchmarks.json (no measuring)
  *   npm run bench -- --only convert        only `convert` (10k and 100k, or --convert-sizes): rewrites
  *                                          the convert section of docs/benchmarks.md
  */
@@ -364,7 +365,7 @@ function svg(results: SizeResult[]): string {
   )}</svg>\n`;
 }
 
-function report(results: SizeResult[], b: BloatedResult, bk: BackupResult, started: Date, seconds: number): string {
+function report(results: SizeResult[], b: BloatedResult, bk: BackupResult, started: Date, seconds: number, machineText: string): string {
   const rows = (cells: string[][]) => cells.map((c) => `| ${c.join(' | ')} |`).join('\n');
   const largest = results[results.length - 1]!;
   const smallest = results[0]!;
@@ -377,7 +378,7 @@ function report(results: SizeResult[], b: BloatedResult, bk: BackupResult, start
 
 Measured by \`npm run bench\` on ${started.toISOString().slice(0, 10)} in ${fmt(seconds / 60, 1)} minutes, all in one run on one machine:
 
-**Machine:** ${machine()}.
+**Machine:** ${machineText}.
 
 Every store is genuine (written by matrix-sdk-crypto 0.6 / matrix-sdk-sled 0.2 through the fixture
 writer, encrypted with the empty passphrase as bot-sdk 0.6.6+ does, ${ROOMS} rooms) and cached in
@@ -476,13 +477,25 @@ ${rows(results.map((r) => [k(r.sessions), `${fmt(r.e2e.peakRssMb)} MB`, `${fmt(r
 Upload peak RSS ${k(largest.sessions)} / ${k(smallest.sessions)}: **${fmt(largest.e2e.peakRssMb / smallest.e2e.peakRssMb, 2)}×**; extract: **${fmt(largest.extractPeakRssMb / smallest.extractPeakRssMb, 2)}×**.
 The event-loop delay is measured inside the upload process (\`scripts/bench/loop-delay.cjs\`, preloaded).
 
-What grows with the store is Sled's own: every open builds a page table with an entry per page of
-the store (with each page's on-disk fragments), before a single key is read — the reader alone
-goes from ${fmt(smallest.reader.peakRssMb)} MB to ${fmt(largest.reader.peakRssMb)} MB, all of the difference in the other columns too. What a scan
-reads no longer accumulates: Sled 0.34's LRU acts on a shard's accesses only once 64 have queued,
-and a scan touches each leaf once, so it used to evict nothing and the reader reopened the store to
-shed it; now it looks each key up again so the queues fill, and the page cache stays at its
-16 MiB with no reopen (\`crates/sled-store/src/scan.rs\`, \`LRU_FEED_LOOKUPS\`).
+${results.length >= 3 ? `From ${k(results[1]!.sessions)} to ${k(largest.sessions)}: upload **${fmt(largest.e2e.peakRssMb / results[1]!.e2e.peakRssMb, 2)}×**, extract **${fmt(largest.extractPeakRssMb / results[1]!.extractPeakRssMb, 2)}×**.\n\n` : ''}What grows, and why (the V8 figures measured once, on 2026-12-01, with \`process.memoryUsage()\`
+sampled every 5 s during a 1M upload; not part of this run):
+
+- **Sled's page table.** Every open builds an entry for every page of the store, with each page's
+  on-disk fragments, before a single key is read: the reader alone goes from ${fmt(smallest.reader.peakRssMb)} MB to
+  ${fmt(largest.reader.peakRssMb)} MB (about 50 bytes per live session), and extract and upload carry the same.
+  It is Sled's recovery and not the scan: what a scan reads no longer accumulates. Sled 0.34's
+  LRU acts on a shard's accesses only once 64 have queued, and a scan touches each leaf once, so it
+  used to evict nothing and the reader reopened the store to shed it; now it looks each key up
+  again so the queues fill, and the page cache stays at its 16 MiB with no reopen
+  (\`crates/sled-store/src/scan.rs\`, \`LRU_FEED_LOOKUPS\`; 100k store read without reopening:
+  325 MB before, 29 MB after).
+- **V8's heap reaching its working size.** During a long upload the JavaScript heap swings between
+  about 20 and 54 MB (request bodies and entries promoted, then collected); the rest of the process
+  (Node itself, the addon, Sled) stayed at about 135 MB throughout. The 10k upload ends within seconds, before the heap
+  has grown to that swing, so its peak is lower than any longer run's.
+
+The issue's 1.5× from 10k to 1M is therefore not met; from 100k on, where both runs are long
+enough for V8 to settle, it is.
 
 ## A bloated store, and the way to 80 GB
 
@@ -525,6 +538,15 @@ Peak RSS of \`backup\`: ${fmt(bk.backup.peakRssMb)} MB.
 async function main(): Promise<void> {
   const started = new Date();
   const t0 = performance.now();
+  if (args.includes('--render')) {
+    // The text changed, not the numbers: render the last run's results again.
+    const raw = JSON.parse(readFileSync(path.join(ROOT, 'docs', 'benchmarks.json'), 'utf8')) as { started: string; seconds: number; machine: string; results: SizeResult[]; bloated: BloatedResult; backup: BackupResult; convert: ConvertResult[] };
+    const at = new Date(raw.started);
+    writeFileSync(path.join(ROOT, 'docs', 'benchmarks.svg'), svg(raw.results));
+    writeFileSync(path.join(ROOT, 'docs', 'benchmarks.md'), `${report(raw.results, raw.bloated, raw.backup, at, raw.seconds, raw.machine).trimEnd()}\n\n${convertSection(raw.convert, at)}\n`);
+    log('rendered docs/benchmarks.md from docs/benchmarks.json');
+    return;
+  }
   mkdirSync(CACHE, { recursive: true });
   cargoBuild();
   if (only === 'convert') {
@@ -552,7 +574,7 @@ async function main(): Promise<void> {
   const outDir = quick ? mkdtempSync(path.join(os.tmpdir(), 'bench-quick-')) : path.join(ROOT, 'docs');
   writeFileSync(path.join(outDir, 'benchmarks.json'), JSON.stringify(raw, null, 2) + '\n');
   writeFileSync(path.join(outDir, 'benchmarks.svg'), svg(results));
-  writeFileSync(path.join(outDir, 'benchmarks.md'), `${report(results, b, bk, started, seconds).trimEnd()}\n\n${convertSection(conversions, started)}\n`);
+  writeFileSync(path.join(outDir, 'benchmarks.md'), `${report(results, b, bk, started, seconds, machine()).trimEnd()}\n\n${convertSection(conversions, started)}\n`);
   log(`wrote ${path.join(outDir, 'benchmarks.md')}`);
 }
 
