@@ -24,7 +24,8 @@ const READ_RETRIES: u32 = 3;
 /// to 16 entries; looking each key up again adds its leaf's shard that many accesses, so the
 /// queue fills within a leaf or two and the cache holds `cache_capacity` plus a few pages per
 /// shard, whatever the store's size (measured on the 100k store: 1 lookup 58 MB, 4 lookups 35 MB,
-/// 8 lookups 31 MB, at the same scan rate). A lookup only reads: it walks the same nodes again.
+/// 8 lookups 31 MB, at the same scan rate). A lookup does nothing the iteration does not: it walks
+/// the same nodes again.
 const LRU_FEED_LOOKUPS: u32 = 8;
 
 /// Sled's flusher would write into the working copy on a timer; a reader has nothing to flush.
@@ -151,8 +152,8 @@ impl<T> TreeScanner<T> {
     }
 
     /// Only when the caller asked for it: memory stays bounded without reopening (see
-    /// LRU_FEED_LOOKUPS), and an open costs seconds on a store of many GB (Sled reads its
-    /// snapshot and replays its log every time).
+    /// LRU_FEED_LOOKUPS), and every open rebuilds Sled's page table for the whole store
+    /// (measured on the 6.7 GB, 1M-session store: 0.2 s and about 50 MB each time).
     fn time_to_reopen(&self) -> bool {
         self.reopen_after_bytes.is_some_and(|n| self.read_since_open >= n)
     }

@@ -27,7 +27,7 @@ pub struct OpenOptions {
     pub cache_capacity: u64,
     /// Reopen the working copy after this many bytes read (dropping the `Db` drops its whole page
     /// cache). Not needed for memory (the scanner keeps Sled's cache within `cache_capacity`, see
-    /// `LRU_FEED_LOOKUPS` in scan.rs) and slow on big stores, so off unless asked for.
+    /// `LRU_FEED_LOOKUPS` in scan.rs), and each open rebuilds the page table, so off unless asked.
     pub reopen_after_bytes: Option<u64>,
 }
 
