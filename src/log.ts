@@ -77,7 +77,7 @@ export function createOutput(opts: { verbose?: boolean; stdout?: NodeJS.WriteStr
 
 /** 1234567 → "1,234,567". Not toLocaleString: its first call loads ICU's number formatting,
  * which blocked the event loop for 40 ms in the middle of an upload. */
-export function formatCount(n: number): string {
+function formatCount(n: number): string {
   return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 }
 

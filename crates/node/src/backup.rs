@@ -129,6 +129,7 @@ impl Task for DecryptDigests {
     type JsValue = Vec<ServerDigest>;
 
     fn compute(&mut self) -> Result<Self::Output> {
+        crate::pool::start_crypto_pool();
         let key = &self.key;
         Ok(std::mem::take(&mut self.entries)
             .into_par_iter()

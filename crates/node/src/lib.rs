@@ -6,6 +6,7 @@ mod backup;
 mod convert;
 mod errors;
 mod job;
+mod pool;
 mod stream;
 mod tree;
 

@@ -530,34 +530,6 @@ fn store_info(store: &SledStore) -> StoreInfo {
     }
 }
 
-/// Decoding and encryption run on rayon's pool, one thread per core, at a lower scheduling
-/// priority than the rest of the process: the cores stay fully used, but when the Node main thread
-/// (the event loop, which builds and sends the requests), the reader, or the homeserver on the
-/// same machine needs one, the encryption waits instead of them.
-fn start_encryption_pool() {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    STARTED.call_once(|| {
-        // An error means the global pool exists already: it then keeps its settings.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .thread_name(|i| format!("key-encrypt-{i}"))
-            .start_handler(|_| lower_this_threads_priority())
-            .build_global();
-    });
-}
-
-#[cfg(target_os = "linux")]
-fn lower_this_threads_priority() {
-    // On Linux a nice value belongs to the thread (PRIO_PROCESS with the thread's ID).
-    // SAFETY: plain system calls on the calling thread; failure leaves the priority as it was.
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_this_threads_priority() {}
-
 impl SessionStream {
     /// Runs `read` on its own thread, feeding a bounded channel of `read_ahead` batches.
     fn start(
@@ -569,7 +541,7 @@ impl SessionStream {
         read_ahead: Option<u32>,
         read: impl FnOnce(&mut Batcher) + Send + 'static,
     ) -> Result<SessionStream> {
-        start_encryption_pool();
+        crate::pool::start_crypto_pool();
         let (tx, rx) = mpsc::channel(read_ahead.unwrap_or(4).max(1) as usize);
         let stop = Arc::new(AtomicBool::new(false));
         let batch_size = batch_size.unwrap_or(256).max(1) as usize;
