@@ -33,10 +33,10 @@ const bloated = { sessions: Number(flag('--bloated-sessions') ?? (quick ? 2000 :
 const convertSizes = (flag('--convert-sizes') ?? (quick ? '1000,10000' : '10000,100000')).split(',').map(Number);
 const only = flag('--only');
 const ROOMS = 50;
-/** The reference path's upload loop is stopped after this long; its rate is constant (see reference-upload.mjs). */
 /** Peak RSS of opening the 10k and the 1M store and reading one key (`SCAN_LIMIT=1 scan STORE ''`),
  * measured once on 2026-12-01: Sled's open alone, what no reader built on it can shed. */
 const OPEN_ONLY_MB = { small: 5, large: 63 };
+/** The reference path's upload loop is stopped after this long; its rate is constant (see reference-upload.mjs). */
 const REFERENCE_BUDGET_S = Number(flag('--reference-budget-s') ?? (quick ? 20 : 120));
 
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
