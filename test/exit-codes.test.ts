@@ -10,5 +10,5 @@ test('every exit code and name in errors.ts is in docs/exit-codes.md, and no oth
   const rows = new Map<number, string[]>();
   for (const m of doc.matchAll(/^\| (\d+) \| ([A-Z_, ]+) \|/gm)) rows.set(Number(m[1]), m[2]!.split(',').map((s) => s.trim()));
   for (const [name, code] of Object.entries(EXIT_CODES)) t.true(rows.get(code)?.includes(name), `${name} (${code}) documented`);
-  for (const [code, names] of rows) for (const name of names) t.is(EXIT_CODES[name as keyof typeof EXIT_CODES], code, `${name} documented as ${code}`);
+  for (const [code, names] of rows) for (const name of names) t.is<number, number>(EXIT_CODES[name as keyof typeof EXIT_CODES], code, `${name} documented as ${code}`);
 });
