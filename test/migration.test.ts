@@ -12,7 +12,7 @@ import { runCli, type CliResult } from './helpers/cli.js';
 import { committedFixture, copyFixture, generatedFixture, keyIdentity, treeHashes, type Fixture } from './helpers/fixtures.js';
 import { api, freshUser, useSynapse, type WithSynapse } from './helpers/homeserver.js';
 import { decryptBackup, decryptEvents, importBackedUp, newMachine, recoveryKeyToBase64, type ServerBackup } from './helpers/oracle.js';
-import { envFor, recoveryKeys, serverKeys, tempDir } from './helpers/migration.js';
+import { backupIdentities, envFor, recoveryKeys, serverKeys, tempDir } from './helpers/migration.js';
 
 const test = anyTest as TestFn<WithSynapse>;
 useSynapse(test);
@@ -45,7 +45,7 @@ test('all: the backup holds every key, and the wasm OlmMachine restores history 
 
   for (const form of [recoveryKeyToBase64(keys.base58), keys.base64]) {
     const decrypted = await decryptBackup(form, backup.json);
-    const restored = [...decrypted].flatMap(([roomId, sessions]) => [...sessions].map(([sessionId, k]) => keyIdentity({ ...k, room_id: roomId, session_id: sessionId } as unknown as Parameters<typeof keyIdentity>[0])));
+    const restored = backupIdentities(decrypted);
     t.deepEqual(restored.sort(), f.expected.keys.map(keyIdentity).sort());
     const machine = await newMachine();
     const imported = await importBackedUp(machine, decrypted, version.json.version);

@@ -26,5 +26,12 @@ export async function serverKeys(synapse: LocalSynapse, token: string, recoveryK
   const version = await api<{ version: string }>(synapse, token, 'GET', '/_matrix/client/v3/room_keys/version');
   const backup = await api<ServerBackup>(synapse, token, 'GET', `/_matrix/client/v3/room_keys/keys?version=${version.json.version}`);
   const decrypted = await decryptBackup(recoveryKeys(recoveryKeyText).base64, backup.json);
-  return [...decrypted].flatMap(([roomId, sessions]) => [...sessions].map(([sessionId, k]) => keyIdentity({ ...k, room_id: roomId, session_id: sessionId } as unknown as Parameters<typeof keyIdentity>[0]))).sort();
+  return backupIdentities(decrypted).sort();
+}
+
+/** The identities of the keys the oracle decrypted from a backup, in the backup's order. */
+export function backupIdentities(decrypted: Awaited<ReturnType<typeof decryptBackup>>): string[] {
+  return [...decrypted].flatMap(([roomId, sessions]) =>
+    [...sessions].map(([sessionId, k]) => keyIdentity({ ...k, room_id: roomId, session_id: sessionId } as unknown as Parameters<typeof keyIdentity>[0])),
+  );
 }
