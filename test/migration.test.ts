@@ -70,6 +70,38 @@ test('all: the backup holds every key, and the wasm OlmMachine restores history 
   t.regex(rerun.stderr, /already completed/);
 });
 
+test('verify names what the backup lacks or got wrong: a deleted key, another key\'s entry, an entry our key cannot open (exit 11)', async (t) => {
+  const { synapse } = t.context;
+  const f = committedFixture('empty-passphrase');
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
+  t.is((await runCli(['all'], env)).code, 0);
+  const { version } = (await api<{ version: string }>(synapse, user.accessToken, 'GET', '/_matrix/client/v3/room_keys/version')).json;
+  const backup = (await api<ServerBackup>(synapse, user.accessToken, 'GET', `/_matrix/client/v3/room_keys/keys?version=${version}`)).json;
+  const [roomId, room] = Object.entries(backup.rooms).find(([, r]) => Object.keys(r.sessions).length >= 3)!;
+  const [deleted, replaced, garbled] = Object.keys(room.sessions) as [string, string, string];
+  const at = (sessionId: string) => `/_matrix/client/v3/room_keys/keys/${encodeURIComponent(roomId)}/${encodeURIComponent(sessionId)}?version=${version}`;
+  for (const sessionId of [deleted, replaced, garbled]) t.is((await api(synapse, user.accessToken, 'DELETE', at(sessionId))).status, 200);
+  // The server takes any entry: one made for another session, and one no key decrypts.
+  t.is((await api(synapse, user.accessToken, 'PUT', at(replaced), room.sessions[garbled])).status, 200);
+  const noise = { ...room.sessions[garbled]!, session_data: { ...room.sessions[garbled]!.session_data, mac: 'AAAAAAAAAAA' } };
+  t.is((await api(synapse, user.accessToken, 'PUT', at(garbled), noise)).status, 200);
+
+  const r = await runCli(['verify'], env);
+  t.is(r.code, 11, r.stdout + r.stderr);
+  const esc = (text: string) => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  t.regex(r.stdout, new RegExp(`Keys checked: ${f.expected.keys.length} `));
+  t.regex(r.stdout, new RegExp(`Missing from the backup: 1\n  ${esc(roomId)} ${esc(deleted)}\n`));
+  t.regex(r.stdout, /Different from the store: 2\n/);
+  t.regex(r.stdout, new RegExp(`  ${esc(roomId)} ${esc(replaced)}: differs from the store\n`));
+  t.regex(r.stdout, new RegExp(`  ${esc(roomId)} ${esc(garbled)}: cannot be decrypted with our key: .+\n`));
+  t.regex(r.stdout, /Status: INCOMPLETE/);
+  const state = JSON.parse(await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8')) as { verify: { status: string } };
+  t.is(state.verify.status, 'INCOMPLETE');
+  t.deepEqual((await fs.readdir(mig)).filter((n) => n.startsWith('.')), [], 'both reads of the store removed their working copies');
+});
+
 test('damaged store: --skip-errors uploads every readable key and lists the rest; strict mode stops with exit 6', async (t) => {
   const { synapse } = t.context;
   const f = committedFixture('damaged');
