@@ -6,6 +6,7 @@ pub mod backup_data;
 pub mod encrypt;
 pub mod export_file;
 pub mod exported_key;
+pub mod fingerprint_set;
 pub mod key_file;
 pub mod recovery_key;
 
@@ -18,6 +19,7 @@ pub use encrypt::{
 };
 pub use export_file::{decrypt_export, encrypt_export, ExportError, DEFAULT_EXPORT_ROUNDS};
 pub use exported_key::{to_json_elements, ExportedRoomKey};
+pub use fingerprint_set::{FingerprintSet, RoomCheck, ServerEntry};
 pub use key_file::{for_each_key, KeyFileError, KeyFileItem, EXPORT_HEADER};
 pub use recovery_key::{parse_any, BackupDecryptionKey, BackupPublicKey, KeyFormatError};
 
