@@ -77,6 +77,9 @@ test('verify names what the backup lacks or got wrong: a deleted key, another ke
   const mig = await tempDir(t);
   const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
   t.is((await runCli(['all'], env)).code, 0);
+  const sampled = await runCli(['verify', '--sample', '4'], env);
+  t.is(sampled.code, 0, sampled.stdout + sampled.stderr);
+  t.regex(sampled.stdout, /Keys checked: 4 \(random sample\)\n[^]*Status: COMPLETE/);
   const { version } = (await api<{ version: string }>(synapse, user.accessToken, 'GET', '/_matrix/client/v3/room_keys/version')).json;
   const backup = (await api<ServerBackup>(synapse, user.accessToken, 'GET', `/_matrix/client/v3/room_keys/keys?version=${version}`)).json;
   const [roomId, room] = Object.entries(backup.rooms).find(([, r]) => Object.keys(r.sessions).length >= 3)!;
@@ -97,6 +100,11 @@ test('verify names what the backup lacks or got wrong: a deleted key, another ke
   t.regex(r.stdout, new RegExp(`  ${esc(roomId)} ${esc(replaced)}: differs from the store\n`));
   t.regex(r.stdout, new RegExp(`  ${esc(roomId)} ${esc(garbled)}: cannot be decrypted with our key: .+\n`));
   t.regex(r.stdout, /Status: INCOMPLETE/);
+  // A sample as large as the store looks every key up on its own: the same findings.
+  const all = await runCli(['verify', '--sample', String(f.expected.keys.length)], env);
+  t.is(all.code, 11, all.stdout + all.stderr);
+  t.regex(all.stdout, new RegExp(`Missing from the backup: 1\n  ${esc(roomId)} ${esc(deleted)}\n`));
+  t.regex(all.stdout, /Different from the store: 2\n/);
   const state = JSON.parse(await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8')) as { verify: { status: string } };
   t.is(state.verify.status, 'INCOMPLETE');
   t.deepEqual((await fs.readdir(mig)).filter((n) => n.startsWith('.')), [], 'both reads of the store removed their working copies');
