@@ -23,6 +23,25 @@ export declare class SessionStream {
   get info(): StoreInfo
 }
 
+export declare class StoreFingerprints {
+  progress(): ScanProgress
+  /** Resolves when the whole store is read. */
+  wait(): Promise<StoreScanSummary>
+  /**
+   * One room's store keys against the server's answer for that room (`GET
+   * /room_keys/keys/{roomId}`, its body as received), after `wait`: parsed, decrypted and
+   * compared here, so a room's thousands of entries never become JavaScript objects.
+   */
+  checkRoom(roomId: string, privateKey: Buffer, body: string): Promise<RoomCheckResult>
+  /**
+   * Names up to `limit` of the keys the checks did not find, reading the store once more: the
+   * set holds hashes, not session IDs, and only a failed check needs the names.
+   */
+  missingKeys(limit: number): Promise<Array<MissingKey>>
+  /** Stops a read still under way (its working copy is removed as it ends); safe to call twice. */
+  close(): void
+}
+
 /**
  * Held while a backup or restore runs: refuses while the bot runs (it holds Sled's exclusive
  * lock) and keeps the bot from starting until `release()`.
@@ -113,6 +132,11 @@ export declare function decryptBackupDigests(privateKey: Buffer, entries: Array<
 
 export declare function decryptMegolmExport(text: string, passphrase: string): Buffer
 
+export interface DifferentKey {
+  sessionId: string
+  reason: string
+}
+
 export declare function encryptMegolmExport(plaintext: Buffer, passphrase: string, rounds: number): string
 
 export interface FileChecksum {
@@ -120,6 +144,15 @@ export interface FileChecksum {
   path: string
   sha256: string
   bytes: number
+}
+
+export interface FingerprintScanOptions {
+  cryptoStorePath: string
+  passphrase?: string
+  /** Parent folder for the private working copy. */
+  workDir: string
+  /** Keys expected (the backup's count): reserved for at once. */
+  expectedKeys?: number
 }
 
 /** The text of a `sha256sum`-compatible list. */
@@ -151,11 +184,32 @@ export interface KeyFileStreamOptions {
 
 export declare function lockStore(cryptoStorePath: string): StoreLock
 
+export interface MissingKey {
+  roomId: string
+  sessionId: string
+}
+
 /** `upload --from FILE`: the same stream, fed from a key file instead of the Sled store. */
 export declare function openKeyFileStream(options: KeyFileStreamOptions): Promise<SessionStream>
 
 /** Opens the store (lock, working copy, cipher) off the main thread and starts the reader. */
 export declare function openSessionStream(options: StreamOptions): Promise<SessionStream>
+
+export interface RoomCheckResult {
+  checked: number
+  missing: number
+  different: Array<DifferentKey>
+}
+
+export interface RoomKeyCount {
+  roomId: string
+  keys: number
+}
+
+export interface ScanProgress {
+  keys: number
+  damaged: number
+}
 
 export interface ServerDigest {
   roomId: string
@@ -192,6 +246,12 @@ export interface SessionData {
 
 export declare function startConvert(request: ConvertRequest): ConvertJob
 
+/**
+ * Opens the store (lock, working copy, cipher) off the main thread, so that its errors are the
+ * stream's, and starts reading it on a thread of its own.
+ */
+export declare function startFingerprintScan(options: FingerprintScanOptions): Promise<StoreFingerprints>
+
 /** Copies `source` to `destination` (which must not exist), hashing every byte in the same pass. */
 export declare function startTreeCopy(source: string, destination: string): TreeJob
 
@@ -210,6 +270,14 @@ export interface StoreInfo {
   accountDeviceId?: string
   workingCopyCloned: boolean
   storeBytes: number
+}
+
+export interface StoreScanSummary {
+  /** Keys read, duplicates of a room and session included. */
+  keys: number
+  damaged: number
+  /** Each room with its distinct keys, in the order first read. */
+  rooms: Array<RoomKeyCount>
 }
 
 export interface StreamOptions {

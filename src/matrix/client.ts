@@ -32,6 +32,8 @@ export interface RequestOptions {
   rawBody?: string;
   /** Statuses the caller handles itself (no retry, no ToolError). */
   expect?: number[];
+  /** Resolve to a success's body as text, unparsed (its reader checks it). */
+  textResponse?: boolean;
 }
 
 export interface ClientEvents {
@@ -59,7 +61,7 @@ export class MatrixClient {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
   }
 
-  /** JSON request with retries. Resolves to the parsed body, or throws ToolError / MatrixError. */
+  /** JSON request with retries. Resolves to the parsed body (its text with `textResponse`), or throws ToolError / MatrixError. */
   async request<T = Record<string, unknown>>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
     const url = new URL(this.baseUrl + path);
     for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
@@ -103,6 +105,7 @@ export class MatrixClient {
         await this.backoff(attempt, 'response cut short');
         continue;
       }
+      if (response.ok && opts.textResponse) return text as T;
       const json = parseJson(text);
       if (response.ok) {
         if (json === undefined) throw notMatrix(this.baseUrl, response);

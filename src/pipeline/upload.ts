@@ -8,7 +8,7 @@
  * has acknowledged, so a crash at any moment resumes without a gap (re-sending is harmless: PUT
  * is idempotent).
  */
-import v8 from 'node:v8';
+import { withCappedHeapGrowth } from './heap.js';
 import { ToolError } from '../errors.js';
 import type { Output } from '../log.js';
 import type { MatrixClient } from '../matrix/client.js';
@@ -69,21 +69,9 @@ function entryBytes(e: BackupEntry): number {
   return e.keyBackupData.length + e.sessionId.length + e.roomId.length + 32;
 }
 
-/**
- * After each full GC V8 lets the old generation grow to up to 4× its live size before the next.
- * An upload's live heap is small and does not grow with the store, but every request body and its
- * entries live until the server answers, so they are promoted and the heap swung by up to 50 MB
- * of garbage on long runs. Growth capped at 10% keeps it within a few MB of the live size at the
- * same rate (V8 reads the flag after every full GC; measured in docs/performance-notes.md). Only
- * for the upload: verify keeps a digest of every key, and frequent full GCs over that would cost.
- */
-export async function uploadKeys(opts: UploadOptions): Promise<UploadSummary> {
-  v8.setFlagsFromString('--heap-growing-percent=10');
-  try {
-    return await streamUpload(opts);
-  } finally {
-    v8.setFlagsFromString('--heap-growing-percent=0'); // V8's default: its own heuristics
-  }
+/** The stream of batches into the backup, with V8's heap held near its live size. */
+export function uploadKeys(opts: UploadOptions): Promise<UploadSummary> {
+  return withCappedHeapGrowth(() => streamUpload(opts));
 }
 
 async function streamUpload(opts: UploadOptions): Promise<UploadSummary> {

@@ -6,9 +6,10 @@
  */
 import type { Output } from '../log.js';
 import type { MatrixClient } from '../matrix/client.js';
-import { currentBackup, getRoomKeys, getSessionKey, type KeyBackupData } from '../matrix/key-backup.js';
+import { currentBackup, getRoomKeysText, getSessionKey } from '../matrix/key-backup.js';
+import { withCappedHeapGrowth } from '../pipeline/heap.js';
 import { call, native } from '../store/native.js';
-import { SessionBatches, type StoreSource } from '../store/sessions.js';
+import { closeOnSignal, SessionBatches, type StoreSource } from '../store/sessions.js';
 import type { StepContext } from './context.js';
 import { ourCurrentBackup } from './upload.js';
 
@@ -51,45 +52,12 @@ const LIST_LIMIT = 50;
 
 export async function verifyBackup(opts: VerifyOptions): Promise<VerifyReport> {
   const backup = await currentBackup(opts.client);
-  const keysInBackup = backup && backup.version === opts.version ? backup.count : 0;
-
-  // 1. The store, read again: per room, session → digest (a sample keeps only a reservoir).
-  const expected = new Map<string, Map<string, string>>();
-  let keysInStore = 0;
-  let damagedInStore = 0;
-  const reservoir: { roomId: string; sessionId: string; digest: string }[] = [];
-  const progress = opts.out.progress('reading the store');
-  for await (const batch of await SessionBatches.open(opts.source, { mode: 'digest' })) {
-    damagedInStore += batch.damaged.length;
-    for (const d of batch.digests) {
-      keysInStore++;
-      if (!opts.sample) {
-        let room = expected.get(d.roomId);
-        if (!room) expected.set(d.roomId, (room = new Map()));
-        room.set(d.sessionId, d.digest);
-      } else if (reservoir.length < opts.sample) {
-        reservoir.push(d);
-      } else {
-        const j = Math.floor(Math.random() * keysInStore);
-        if (j < opts.sample) reservoir[j] = d;
-      }
-    }
-    progress.update(keysInStore);
-  }
-  progress.end();
-  if (opts.sample) {
-    for (const d of reservoir) {
-      let room = expected.get(d.roomId);
-      if (!room) expected.set(d.roomId, (room = new Map()));
-      room.set(d.sessionId, d.digest);
-    }
-  }
-
+  const current = backup?.version === opts.version;
   const report: VerifyReport = {
     version: opts.version,
-    keysInBackup,
-    keysInStore,
-    damagedInStore,
+    keysInBackup: backup && current ? backup.count : 0,
+    keysInStore: 0,
+    damagedInStore: 0,
     checked: 0,
     missingCount: 0,
     differentCount: 0,
@@ -98,48 +66,88 @@ export async function verifyBackup(opts: VerifyOptions): Promise<VerifyReport> {
     complete: false,
     sampled: Boolean(opts.sample),
   };
-  if (!backup || backup.version !== opts.version) {
+  const noteProblem = () => {
     report.problem = `backup version ${opts.version} is not the current one on the server (current: ${backup?.version ?? 'none'})`;
-    return report;
-  }
+  };
+  if (opts.sample) await checkSample(opts, opts.sample, report, current ? undefined : noteProblem);
+  else await withCappedHeapGrowth(() => checkEveryKey(opts, report, current ? undefined : noteProblem));
+  report.complete = !report.problem && report.missingCount === 0 && report.differentCount === 0 && report.keysInBackup >= report.keysInStore;
+  return report;
+}
 
-  // 2. The server, room by room: decrypted natively, compared by digest.
+/**
+ * Every key: the store's fingerprints are gathered natively (28 bytes a key, so a store of
+ * millions fits where a JavaScript map of them would not), then each room's backup is downloaded,
+ * decrypted natively and checked against them.
+ */
+async function checkEveryKey(opts: VerifyOptions, report: VerifyReport, notCurrent: (() => void) | undefined): Promise<void> {
+  const { cryptoStorePath, passphrase, workDir } = opts.source;
+  const scan = await call(() => native().startFingerprintScan({ cryptoStorePath, passphrase, workDir, expectedKeys: report.keysInBackup }));
+  const untrack = closeOnSignal(scan);
+  const progress = opts.out.progress('reading the store');
+  const ticker = setInterval(() => progress.update(scan.progress().keys), 500);
+  let summary: Awaited<ReturnType<typeof scan.wait>>;
+  try {
+    summary = await call(() => scan.wait());
+  } finally {
+    clearInterval(ticker);
+    untrack();
+  }
+  progress.update(summary.keys);
+  progress.end();
+  report.keysInStore = summary.keys;
+  report.damagedInStore = summary.damaged;
+  if (notCurrent) return notCurrent();
+
   const verifyProgress = opts.out.progress('checking the backup');
-  const total = opts.sample ? reservoir.length : keysInStore;
-  for (const [roomId, wanted] of expected) {
-    const sessions: Record<string, KeyBackupData> = {};
-    if (opts.sample) {
-      for (const sessionId of wanted.keys()) {
-        const data = await getSessionKey(opts.client, opts.version, roomId, sessionId);
-        if (data) sessions[sessionId] = data;
-      }
-    } else {
-      Object.assign(sessions, (await getRoomKeys(opts.client, opts.version, roomId)).rooms[roomId]?.sessions ?? {});
-    }
-    const entries: { roomId: string; sessionId: string; sessionData: KeyBackupData['session_data'] }[] = [];
-    for (const [sessionId, data] of Object.entries(sessions)) {
-      if (wanted.has(sessionId)) entries.push({ roomId, sessionId, sessionData: data.session_data });
-    }
-    const decrypted = await call(() => native().decryptBackupDigests(opts.privateKey, entries));
-    const onServer = new Map(decrypted.map((d) => [d.sessionId, d]));
-    for (const [sessionId, digest] of wanted) {
-      report.checked++;
-      const server = onServer.get(sessionId);
-      if (!server) {
-        report.missingCount++;
-        if (report.missing.length < LIST_LIMIT) report.missing.push({ roomId, sessionId });
-      } else if (server.error) {
-        if (report.different.length < LIST_LIMIT) report.different.push({ roomId, sessionId, reason: `cannot be decrypted with our key: ${server.error}` });
-        report.differentCount++;
-      } else if (server.digest !== digest) {
-        if (report.different.length < LIST_LIMIT) report.different.push({ roomId, sessionId, reason: 'differs from the store' });
-        report.differentCount++;
-      }
-    }
-    expected.delete(roomId);
+  const total = summary.rooms.reduce((n, r) => n + r.keys, 0);
+  for (const { roomId } of summary.rooms) {
+    const body = await getRoomKeysText(opts.client, opts.version, roomId);
+    const check = await call(() => scan.checkRoom(roomId, opts.privateKey, body));
+    report.checked += check.checked;
+    report.missingCount += check.missing;
+    report.differentCount += check.different.length;
+    for (const d of check.different.slice(0, LIST_LIMIT - report.different.length)) report.different.push({ roomId, sessionId: d.sessionId, reason: d.reason });
     verifyProgress.update(report.checked, total);
   }
   verifyProgress.end();
-  report.complete = report.missingCount === 0 && report.differentCount === 0 && keysInBackup >= keysInStore;
-  return report;
+  // The set holds hashes of session IDs: naming what is missing takes one more read of the store.
+  if (report.missingCount) report.missing = await call(() => scan.missingKeys(LIST_LIMIT));
+}
+
+/** A sample: a reservoir of the store's keys, each looked up on the server with one request. */
+async function checkSample(opts: VerifyOptions, sample: number, report: VerifyReport, notCurrent: (() => void) | undefined): Promise<void> {
+  const reservoir: { roomId: string; sessionId: string; digest: string }[] = [];
+  const progress = opts.out.progress('reading the store');
+  for await (const batch of await SessionBatches.open(opts.source, { mode: 'digest' })) {
+    report.damagedInStore += batch.damaged.length;
+    for (const d of batch.digests) {
+      report.keysInStore++;
+      if (reservoir.length < sample) {
+        reservoir.push(d);
+      } else {
+        const j = Math.floor(Math.random() * report.keysInStore);
+        if (j < sample) reservoir[j] = d;
+      }
+    }
+    progress.update(report.keysInStore);
+  }
+  progress.end();
+  if (notCurrent) return notCurrent();
+
+  const verifyProgress = opts.out.progress('checking the backup');
+  for (const d of reservoir) {
+    report.checked++;
+    const data = await getSessionKey(opts.client, opts.version, d.roomId, d.sessionId);
+    const [server] = data ? await call(() => native().decryptBackupDigests(opts.privateKey, [{ roomId: d.roomId, sessionId: d.sessionId, sessionData: data.session_data }])) : [];
+    if (!server) {
+      report.missingCount++;
+      if (report.missing.length < LIST_LIMIT) report.missing.push({ roomId: d.roomId, sessionId: d.sessionId });
+    } else if (server.error || server.digest !== d.digest) {
+      report.differentCount++;
+      if (report.different.length < LIST_LIMIT) report.different.push({ roomId: d.roomId, sessionId: d.sessionId, reason: server.error ? `cannot be decrypted with our key: ${server.error}` : 'differs from the store' });
+    }
+    verifyProgress.update(report.checked, reservoir.length);
+  }
+  verifyProgress.end();
 }

@@ -44,7 +44,14 @@ export interface StreamTuning {
   reopenAfterBytes?: number;
 }
 
-const open = new Set<Binding.SessionStream>();
+/** Native readers still holding a working copy: closed on Ctrl-C or SIGTERM. */
+const open = new Set<{ close(): void }>();
+
+/** Closes `reader` on Ctrl-C or SIGTERM until the returned function is called. */
+export function closeOnSignal(reader: { close(): void }): () => void {
+  open.add(reader);
+  return () => open.delete(reader);
+}
 
 export class SessionBatches implements AsyncIterable<SessionBatch> {
   private constructor(private readonly stream: Binding.SessionStream) {}
@@ -98,8 +105,8 @@ export class SessionBatches implements AsyncIterable<SessionBatch> {
   }
 }
 
-/** On Ctrl-C or SIGTERM, close every stream so the working copies are removed before exit. */
+/** On Ctrl-C or SIGTERM, close every native reader so the working copies are removed before exit. */
 export function closeAllStreams(): void {
-  for (const stream of open) stream.close();
+  for (const reader of open) reader.close();
   open.clear();
 }

@@ -101,7 +101,11 @@ pub(crate) fn backup_entry(
 }
 
 pub(crate) fn key_digest(k: &ExportedRoomKey) -> String {
-    hex::encode(fingerprint(&k.room_id, &k.session_id, &k.backed_up()))
+    hex::encode(key_digest_bytes(k))
+}
+
+pub(crate) fn key_digest_bytes(k: &ExportedRoomKey) -> [u8; 32] {
+    fingerprint(&k.room_id, &k.session_id, &k.backed_up())
 }
 
 #[napi(object)]
@@ -117,6 +121,14 @@ pub struct ServerDigest {
     pub session_id: String,
     pub digest: Option<String>,
     pub error: Option<String>,
+}
+
+/// What a server entry decrypts to, as a fingerprint comparable with the store's, or why it does
+/// not decrypt to a room key.
+pub(crate) fn server_fingerprint(key: &BackupDecryptionKey, room_id: &str, session_id: &str, data: &CoreSessionData) -> std::result::Result<[u8; 32], String> {
+    let plain = decrypt_session(key, data).map_err(|err| err.to_string())?;
+    let k = serde_json::from_slice::<BackedUpRoomKey>(&plain).map_err(|_| "not a backed-up room key".to_owned())?;
+    Ok(fingerprint(room_id, session_id, &k))
 }
 
 pub struct DecryptDigests {
@@ -139,13 +151,7 @@ impl Task for DecryptDigests {
                     ciphertext: e.session_data.ciphertext,
                     mac: e.session_data.mac,
                 };
-                let outcome = decrypt_session(key, &data)
-                    .map_err(|err| err.to_string())
-                    .and_then(|plain| {
-                        serde_json::from_slice::<BackedUpRoomKey>(&plain)
-                            .map_err(|_| "not a backed-up room key".to_owned())
-                    })
-                    .map(|k| hex::encode(fingerprint(&e.room_id, &e.session_id, &k)));
+                let outcome = server_fingerprint(key, &e.room_id, &e.session_id, &data).map(hex::encode);
                 let (digest, error) = match outcome {
                     Ok(d) => (Some(d), None),
                     Err(err) => (None, Some(err)),

@@ -9,8 +9,10 @@ mod job;
 mod pool;
 mod stream;
 mod tree;
+mod verify;
 
 pub use backup::*;
 pub use convert::*;
 pub use stream::*;
 pub use tree::*;
+pub use verify::*;

@@ -347,7 +347,7 @@ impl Cursor {
     }
 }
 
-fn exported_key(k: RoomKey) -> ExportedRoomKey {
+pub(crate) fn exported_key(k: RoomKey) -> ExportedRoomKey {
     ExportedRoomKey {
         session_key: k.session_key.to_base64(),
         algorithm: k.algorithm,

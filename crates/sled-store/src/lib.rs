@@ -19,6 +19,6 @@ pub use cipher::{CipherFormat, StoreCipher};
 pub use error::{Damage, DamageKind, OpenError};
 pub use locate::StoreLocation;
 pub use room_key::{decode_pickle, decode_value, open_value, Plaintext, RoomKey, SessionKey};
-pub use scan::{DamagedEntry, Decoder, ScanItem, ScannedKey, SessionScanner, TreeScanner};
+pub use scan::{release_freed_memory, DamagedEntry, Decoder, ScanItem, ScannedKey, SessionScanner, TreeScanner};
 pub use store::{OpenOptions, SledStore, StoreInfo};
 pub use working_copy::CopyProgress;

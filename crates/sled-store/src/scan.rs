@@ -337,7 +337,7 @@ mod tests {
 /// allocations do not reuse it: after dropping a `Db` (its recovery alone holds tens of MB on a
 /// store of many GB), hand the freed memory back before the next open, which may run elsewhere.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub(crate) fn release_freed_memory() {
+pub fn release_freed_memory() {
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
@@ -345,4 +345,4 @@ pub(crate) fn release_freed_memory() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub(crate) fn release_freed_memory() {}
+pub fn release_freed_memory() {}

@@ -1,0 +1,283 @@
+//! verify's reading of the store: every key's fingerprint gathered on a native thread into
+//! megolm-backup's compact `FingerprintSet` (28 bytes a key, where JavaScript maps cost about a
+//! kilobyte), then checked room by room against what JavaScript downloads.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use std::collections::HashMap;
+
+use megolm_backup::{BackupDecryptionKey, FingerprintSet, ServerEntry, SessionData};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use rayon::prelude::*;
+use sled_store::{OpenOptions, ScanItem, SledStore, StoreLocation};
+
+use crate::backup::{key_digest_bytes, server_fingerprint};
+use crate::errors::{coded, invalid_argument, open_error};
+use crate::job::Outcome;
+use crate::stream::exported_key;
+
+/// Values decoded together on the pool; as the stream's batches.
+const CHUNK: usize = 256;
+
+#[napi(object)]
+#[derive(Clone)]
+pub struct FingerprintScanOptions {
+    pub crypto_store_path: String,
+    pub passphrase: Option<String>,
+    /// Parent folder for the private working copy.
+    pub work_dir: String,
+    /// Keys expected (the backup's count): reserved for at once.
+    pub expected_keys: Option<u32>,
+}
+
+#[napi(object)]
+pub struct ScanProgress {
+    pub keys: i64,
+    pub damaged: i64,
+}
+
+#[napi(object)]
+pub struct RoomKeyCount {
+    pub room_id: String,
+    pub keys: u32,
+}
+
+#[napi(object)]
+pub struct StoreScanSummary {
+    /// Keys read, duplicates of a room and session included.
+    pub keys: i64,
+    pub damaged: i64,
+    /// Each room with its distinct keys, in the order first read.
+    pub rooms: Vec<RoomKeyCount>,
+}
+
+#[napi(object)]
+pub struct DifferentKey {
+    pub session_id: String,
+    pub reason: String,
+}
+
+#[napi(object)]
+pub struct RoomCheckResult {
+    pub checked: u32,
+    pub missing: u32,
+    pub different: Vec<DifferentKey>,
+}
+
+#[napi(object)]
+pub struct MissingKey {
+    pub room_id: String,
+    pub session_id: String,
+}
+
+/// A room's answer from the server: only what the check reads.
+#[derive(serde::Deserialize)]
+struct RoomKeysBody {
+    #[serde(default)]
+    sessions: HashMap<String, ServerKey>,
+}
+
+#[derive(serde::Deserialize)]
+struct ServerKey {
+    session_data: SessionData,
+}
+
+pub struct CheckRoom {
+    set: Arc<Mutex<FingerprintSet>>,
+    key: BackupDecryptionKey,
+    room_id: String,
+    body: String,
+}
+
+impl Task for CheckRoom {
+    type Output = RoomCheckResult;
+    type JsValue = RoomCheckResult;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let body: RoomKeysBody = serde_json::from_str(&std::mem::take(&mut self.body)).map_err(|e| {
+            coded(
+                "NOT_A_HOMESERVER",
+                format!("the homeserver's backup of {} is not the JSON the key backup API defines ({e})", self.room_id),
+                "check that HOMESERVER_URL is the homeserver's client API and that no proxy rewrites its answers",
+            )
+        })?;
+        crate::pool::start_crypto_pool();
+        let (key, room_id) = (&self.key, self.room_id.as_str());
+        let fingerprints: Vec<(String, std::result::Result<[u8; 32], String>)> = body
+            .sessions
+            .into_par_iter()
+            .map(|(session_id, entry)| {
+                let fingerprint = server_fingerprint(key, room_id, &session_id, &entry.session_data);
+                (session_id, fingerprint)
+            })
+            .collect();
+        let mut set = self.set.lock().map_err(|_| poisoned())?;
+        let check = set.check_room(
+            room_id,
+            fingerprints.iter().map(|(session_id, f)| ServerEntry {
+                session_id,
+                fingerprint: f.as_ref().map(|f| *f).map_err(|e| e.as_str()),
+            }),
+        );
+        Ok(RoomCheckResult {
+            checked: check.checked,
+            missing: check.missing,
+            different: check.different.into_iter().map(|(session_id, reason)| DifferentKey { session_id, reason }).collect(),
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(output)
+    }
+}
+
+#[napi]
+pub struct StoreFingerprints {
+    options: FingerprintScanOptions,
+    set: Arc<Mutex<FingerprintSet>>,
+    keys: Arc<AtomicU64>,
+    damaged: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    outcome: Outcome<()>,
+}
+
+fn open_store(options: &FingerprintScanOptions) -> std::result::Result<SledStore, sled_store::OpenError> {
+    let mut open_options = OpenOptions::new(PathBuf::from(&options.work_dir));
+    open_options.passphrase = options.passphrase.clone().unwrap_or_default();
+    SledStore::open(&StoreLocation::new(&options.crypto_store_path), open_options, &mut |_| {})
+}
+
+fn poisoned() -> Error {
+    Error::from_reason("the fingerprint set was poisoned by a panic")
+}
+
+/// Opens the store (lock, working copy, cipher) off the main thread, so that its errors are the
+/// stream's, and starts reading it on a thread of its own.
+#[napi]
+pub async fn start_fingerprint_scan(options: FingerprintScanOptions) -> Result<StoreFingerprints> {
+    let opened = options.clone();
+    let store = tokio::task::spawn_blocking(move || open_store(&opened))
+        .await
+        .map_err(|e| Error::from_reason(e.to_string()))?
+        .map_err(open_error)?;
+    crate::pool::start_crypto_pool();
+    let set = Arc::new(Mutex::new(FingerprintSet::with_capacity(options.expected_keys.unwrap_or(0) as usize)));
+    let (keys, damaged, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let outcome = {
+        let (set, keys, damaged, stop) = (set.clone(), keys.clone(), damaged.clone(), stop.clone());
+        Outcome::spawn("fingerprint-scan", move || {
+            let cipher = store.cipher();
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let add = |chunk: &mut Vec<_>| -> Result<()> {
+                let read: Vec<_> = chunk
+                    .par_drain(..)
+                    .map(|value: zeroize::Zeroizing<Vec<u8>>| sled_store::decode_value(&value, cipher.as_deref()))
+                    .collect();
+                let mut set = set.lock().map_err(|_| poisoned())?;
+                for key in read {
+                    match key {
+                        Ok(key) => {
+                            let key = exported_key(key);
+                            set.insert(&key.room_id, &key.session_id, &key_digest_bytes(&key));
+                            keys.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            damaged.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(())
+            };
+            for item in store.raw_sessions(None) {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(Error::from_reason("the store read was stopped"));
+                }
+                match item {
+                    ScanItem::Key(k) => chunk.push(k.key),
+                    ScanItem::Damaged(_) => {
+                        damaged.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if chunk.len() == CHUNK {
+                    add(&mut chunk)?;
+                }
+            }
+            add(&mut chunk)?;
+            drop(store); // the working copy and the source lock go before the server is asked
+            sled_store::release_freed_memory(); // Sled's page table: tens of MB the download can use
+            set.lock().map_err(|_| poisoned())?.seal();
+            Ok(())
+        })?
+    };
+    Ok(StoreFingerprints { options, set, keys, damaged, stop, outcome })
+}
+
+#[napi]
+impl StoreFingerprints {
+    #[napi]
+    pub fn progress(&self) -> ScanProgress {
+        ScanProgress {
+            keys: self.keys.load(Ordering::Relaxed) as i64,
+            damaged: self.damaged.load(Ordering::Relaxed) as i64,
+        }
+    }
+
+    /// Resolves when the whole store is read.
+    #[napi]
+    pub async fn wait(&self) -> Result<StoreScanSummary> {
+        self.outcome.wait().await?;
+        let set = self.set.lock().map_err(|_| poisoned())?;
+        Ok(StoreScanSummary {
+            keys: self.keys.load(Ordering::Relaxed) as i64,
+            damaged: self.damaged.load(Ordering::Relaxed) as i64,
+            rooms: set.rooms().map(|(room_id, keys)| RoomKeyCount { room_id: room_id.to_owned(), keys }).collect(),
+        })
+    }
+
+    /// One room's store keys against the server's answer for that room (`GET
+    /// /room_keys/keys/{roomId}`, its body as received), after `wait`: parsed, decrypted and
+    /// compared here, so a room's thousands of entries never become JavaScript objects.
+    #[napi(ts_return_type = "Promise<RoomCheckResult>")]
+    pub fn check_room(&self, room_id: String, private_key: Buffer, body: String) -> Result<AsyncTask<CheckRoom>> {
+        let bytes: [u8; 32] = private_key
+            .as_ref()
+            .try_into()
+            .map_err(|_| invalid_argument("a backup private key has 32 bytes"))?;
+        Ok(AsyncTask::new(CheckRoom { set: self.set.clone(), key: BackupDecryptionKey::from_bytes(bytes), room_id, body }))
+    }
+
+    /// Names up to `limit` of the keys the checks did not find, reading the store once more: the
+    /// set holds hashes, not session IDs, and only a failed check needs the names.
+    #[napi]
+    pub async fn missing_keys(&self, limit: u32) -> Result<Vec<MissingKey>> {
+        let (options, set) = (self.options.clone(), self.set.clone());
+        tokio::task::spawn_blocking(move || -> Result<Vec<MissingKey>> {
+            let store = open_store(&options).map_err(open_error)?;
+            let set = set.lock().map_err(|_| poisoned())?;
+            let mut missing = Vec::new();
+            for item in store.sessions(None) {
+                if missing.len() >= limit as usize {
+                    break;
+                }
+                if let ScanItem::Key(k) = item {
+                    let named = missing.iter().any(|m: &MissingKey| m.room_id == k.key.room_id && m.session_id == k.key.session_id);
+                    if !named && set.is_missing(&k.key.room_id, &k.key.session_id) {
+                        missing.push(MissingKey { room_id: k.key.room_id.clone(), session_id: k.key.session_id.clone() });
+                    }
+                }
+            }
+            Ok(missing)
+        })
+        .await
+        .map_err(|e| Error::from_reason(e.to_string()))?
+    }
+
+    /// Stops a read still under way (its working copy is removed as it ends); safe to call twice.
+    #[napi]
+    pub fn close(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
