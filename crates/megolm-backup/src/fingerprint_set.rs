@@ -44,7 +44,8 @@ pub struct FingerprintSet {
     entries: Vec<Entry>,
     /// Once sealed: room `r`'s entries are `entries[starts[r]..starts[r + 1]]`, sorted by session.
     starts: Vec<usize>,
-    found: Vec<bool>,
+    /// One bit a key: found on the server.
+    found: Vec<u64>,
 }
 
 fn session_hash(session_id: &str) -> [u8; 8] {
@@ -57,7 +58,8 @@ impl FingerprintSet {
     /// would hold the old and the new array together.
     pub fn with_capacity(expected: usize) -> Self {
         FingerprintSet {
-            entries: Vec::with_capacity(expected),
+            // Bounded: the count comes from the server.
+            entries: Vec::with_capacity(expected.min(1 << 24)),
             ..Default::default()
         }
     }
@@ -107,7 +109,7 @@ impl FingerprintSet {
         for r in 0..self.rooms.len() {
             self.starts[r + 1] += self.starts[r];
         }
-        self.found = vec![false; self.entries.len()];
+        self.found = vec![0; self.entries.len().div_ceil(64)];
     }
 
     /// Distinct keys (after sealing).
@@ -155,7 +157,7 @@ impl FingerprintSet {
             let Some(i) = self.position(room_id, entry.session_id) else {
                 continue;
             };
-            self.found[i] = true;
+            self.found[i / 64] |= 1 << (i % 64);
             match entry.fingerprint {
                 Err(why) => check
                     .different
@@ -166,14 +168,18 @@ impl FingerprintSet {
                 Ok(_) => {}
             }
         }
-        check.missing = self.found[range].iter().filter(|f| !**f).count() as u32;
+        check.missing = range.filter(|&i| !self.was_found(i)).count() as u32;
         check
     }
 
     /// Whether a store key was checked and not found on the server: for naming the missing keys
     /// in a second read of the store, which only a failed check needs.
     pub fn is_missing(&self, room_id: &str, session_id: &str) -> bool {
-        self.position(room_id, session_id).is_some_and(|i| !self.found[i])
+        self.position(room_id, session_id).is_some_and(|i| !self.was_found(i))
+    }
+
+    fn was_found(&self, i: usize) -> bool {
+        self.found[i / 64] & (1 << (i % 64)) != 0
     }
 }
 

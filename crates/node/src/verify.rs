@@ -97,6 +97,7 @@ impl Task for CheckRoom {
     type JsValue = RoomCheckResult;
 
     fn compute(&mut self) -> Result<Self::Output> {
+        let body_bytes = self.body.len();
         let body: RoomKeysBody = serde_json::from_str(&std::mem::take(&mut self.body)).map_err(|e| {
             coded(
                 "NOT_A_HOMESERVER",
@@ -122,6 +123,14 @@ impl Task for CheckRoom {
                 fingerprint: f.as_ref().map(|f| *f).map_err(|e| e.as_str()),
             }),
         );
+        drop(set);
+        drop(fingerprints);
+        // The body, its parse and the decryptions were spread over several threads' glibc arenas,
+        // which keep what was freed: hand it back before the next room (1M store, rooms of 20k
+        // entries: verify's peak 287 -> 246 MB). Small rooms free too little to be worth a trim.
+        if body_bytes >= 1 << 20 {
+            sled_store::release_freed_memory();
+        }
         Ok(RoomCheckResult {
             checked: check.checked,
             missing: check.missing,
@@ -150,6 +159,21 @@ fn open_store(options: &FingerprintScanOptions) -> std::result::Result<SledStore
     SledStore::open(&StoreLocation::new(&options.crypto_store_path), open_options, &mut |_| {})
 }
 
+/// verify's threads (the reader, the pool, libuv's workers parsing each room's download) each got
+/// a glibc arena of their own, and each arena kept what its thread freed: two arenas for the
+/// threads started from here on (measured on the 1M store with MALLOC_ARENA_MAX=2: verify's peak
+/// 287 -> 227 MB). Not for upload, whose encryption threads allocate in parallel all the time.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter; arenas that exist are kept.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn poisoned() -> Error {
     Error::from_reason("the fingerprint set was poisoned by a panic")
 }
@@ -163,6 +187,7 @@ pub async fn start_fingerprint_scan(options: FingerprintScanOptions) -> Result<S
         .await
         .map_err(|e| Error::from_reason(e.to_string()))?
         .map_err(open_error)?;
+    limit_malloc_arenas();
     crate::pool::start_crypto_pool();
     let set = Arc::new(Mutex::new(FingerprintSet::with_capacity(options.expected_keys.unwrap_or(0) as usize)));
     let (keys, damaged, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
