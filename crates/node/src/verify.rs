@@ -288,8 +288,10 @@ impl StoreFingerprints {
                     break;
                 }
                 if let ScanItem::Key(k) = item {
-                    let named = missing.iter().any(|m: &MissingKey| m.room_id == k.key.room_id && m.session_id == k.key.session_id);
-                    if !named && set.is_missing(&k.key.room_id, &k.key.session_id) {
+                    // The set's lookup first: the list is searched only for the few keys it flags.
+                    if set.is_missing(&k.key.room_id, &k.key.session_id)
+                        && !missing.iter().any(|m: &MissingKey| m.room_id == k.key.room_id && m.session_id == k.key.session_id)
+                    {
                         missing.push(MissingKey { room_id: k.key.room_id.clone(), session_id: k.key.session_id.clone() });
                     }
                 }
