@@ -1,0 +1,216 @@
+//! Walking a tree in key order, one leaf at a time, the way Sled's iterator does: find the leaf
+//! holding a key by descending from the root (index nodes pick the child by key; a node whose
+//! high bound is at or below the key hands over to its right sibling, which is how a split that
+//! its parent has not yet heard of, or a merge, stays readable), read it, and go on from its
+//! high bound. Sled itself finishes such half-done splits and merges while it reads (writing to
+//! the store); reading around them gives the same keys and values.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::error::PageError;
+use crate::log::PageId;
+use crate::node::{Kind, Node};
+use crate::Db;
+
+/// Index nodes kept between descents: the root and the few nodes on the way down are read for
+/// every leaf otherwise. A tree of millions of entries has a few hundred index nodes; the scan
+/// needs the ones on its current path.
+const INDEX_CACHE_NODES: usize = 32;
+
+/// Index nodes recently read, most recent last.
+#[derive(Default)]
+pub(crate) struct IndexCache {
+    nodes: Vec<(PageId, Arc<Node>)>,
+}
+
+impl IndexCache {
+    fn get(&mut self, db: &Db, pid: PageId) -> Result<Arc<Node>, PageError> {
+        if let Some(i) = self.nodes.iter().position(|(p, _)| *p == pid) {
+            let hit = self.nodes.remove(i);
+            let node = hit.1.clone();
+            self.nodes.push(hit);
+            return Ok(node);
+        }
+        let node = Arc::new(db.read_node(pid)?);
+        if node.kind == Kind::Index {
+            if self.nodes.len() == INDEX_CACHE_NODES {
+                self.nodes.remove(0);
+            }
+            self.nodes.push((pid, node.clone()));
+        }
+        Ok(node)
+    }
+}
+
+/// The leaf holding `key`, and the upper end of what the search knows that leaf's range to be
+/// (from the separators of the index nodes passed; `None`: the end of the tree). On failure, the
+/// error and that same bound: the range a caller must count as lost.
+pub(crate) fn find_leaf(
+    db: &Db,
+    cache: &mut IndexCache,
+    root: PageId,
+    key: &[u8],
+) -> Result<(Arc<Node>, Option<Vec<u8>>), (PageError, Option<Vec<u8>>)> {
+    let mut pid = root;
+    let mut upper: Option<Vec<u8>> = None;
+    // Each step goes down a level or right along one: more steps than pages is a cycle.
+    for _ in 0..=db.page_count() {
+        let node = cache.get(db, pid).map_err(|e| (e, upper.clone()))?;
+        let inconsistent = |detail: &str| PageError::Tree { pid, detail: detail.to_owned() };
+        if key < node.lo() {
+            return Err((inconsistent("the search arrived at a node whose low bound is above the key"), upper));
+        }
+        if !node.hi().is_empty() && key >= node.hi() {
+            pid = node.next.ok_or_else(|| (inconsistent("a bounded node has no right sibling"), upper.clone()))?;
+            continue;
+        }
+        match node.kind {
+            Kind::Leaf => return Ok((node, upper)),
+            Kind::Index => {
+                let (child, end) = node.child_for(key).map_err(|e| (inconsistent(&e.to_string()), upper.clone()))?;
+                // The tightest bound known: the next separator, else this node's own high bound.
+                match end {
+                    Some(end) => upper = Some(end),
+                    None if !node.hi().is_empty() => upper = Some(node.hi().to_vec()),
+                    None => {}
+                }
+                pid = child;
+            }
+        }
+    }
+    Err((PageError::Tree { pid, detail: "the search for a key goes round in circles".into() }, upper))
+}
+
+/// A key range of a tree that could not be read, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostRange {
+    /// The first key the range may hold.
+    pub from: Vec<u8>,
+    /// The end of the range (exclusive); `None`: the rest of the tree.
+    pub to: Option<Vec<u8>>,
+    pub error: PageError,
+}
+
+/// One leaf's entries from where the scan stood.
+pub struct Leaf {
+    node: Arc<Node>,
+    start: usize,
+}
+
+impl Leaf {
+    /// The entries in key order: whole key (the node's prefix put back) and value.
+    pub fn entries(&self) -> impl Iterator<Item = (Vec<u8>, &[u8])> + '_ {
+        let prefix = self.node.prefix();
+        self.node.entries_from(self.start).map(move |(suffix, value)| {
+            let mut key = Vec::with_capacity(prefix.len() + suffix.len());
+            key.extend_from_slice(prefix);
+            key.extend_from_slice(suffix);
+            (key, value)
+        })
+    }
+
+    /// The `i`-th entry of [`Self::entries`], by position.
+    pub fn entry(&self, i: usize) -> Option<(Vec<u8>, &[u8])> {
+        let (suffix, value) = self.node.entries_from(self.start + i).next()?;
+        Some(([self.node.prefix(), suffix].concat(), value))
+    }
+
+    pub fn len(&self) -> usize {
+        self.node.len().saturating_sub(self.start)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A tree read leaf by leaf in key order from a starting bound. Owns a handle on the database,
+/// so it can move to another thread.
+pub struct Scan {
+    db: Arc<Db>,
+    root: Option<PageId>,
+    /// Where the next leaf starts; `None` once the tree is done.
+    next: Option<Vec<u8>>,
+    /// Whether an entry equal to `next` is skipped (an excluded starting bound).
+    skip_equal: bool,
+    cache: IndexCache,
+}
+
+impl Scan {
+    /// Scans `tree` from `start` on. A tree the database does not have yields nothing.
+    pub fn new(db: Arc<Db>, tree: &[u8], start: Bound<&[u8]>) -> Scan {
+        let root = db.root(tree);
+        let (next, skip_equal) = match start {
+            Bound::Unbounded => (Vec::new(), false),
+            Bound::Included(k) => (k.to_vec(), false),
+            Bound::Excluded(k) => (k.to_vec(), true),
+        };
+        Scan { db, root, next: Some(next), skip_equal, cache: IndexCache::default() }
+    }
+
+    /// The next leaf with entries, or the range that could not be read; `None` at the end.
+    pub fn next_leaf(&mut self) -> Option<Result<Leaf, LostRange>> {
+        loop {
+            let root = self.root?;
+            let key = self.next.take()?;
+            match find_leaf(&self.db, &mut self.cache, root, &key) {
+                Ok((node, _)) => {
+                    let mut start = node.position_of(&key);
+                    if self.skip_equal {
+                        self.skip_equal = false;
+                        let leaf = Leaf { node: node.clone(), start };
+                        if leaf.entries().next().is_some_and(|(k, _)| k == key) {
+                            start += 1;
+                        }
+                    }
+                    if !node.hi().is_empty() {
+                        self.next = Some(node.hi().to_vec());
+                    }
+                    let leaf = Leaf { node, start };
+                    if !leaf.is_empty() {
+                        return Some(Ok(leaf));
+                    }
+                }
+                Err((error, upper)) => {
+                    self.skip_equal = false;
+                    // Go on after the lost range, if it ends, and ends after where it began.
+                    self.next = upper.clone().filter(|to| *to > key);
+                    return Some(Err(LostRange { from: key, to: upper, error }));
+                }
+            }
+        }
+    }
+
+    /// The scan as single entries.
+    pub fn entries(self) -> Entries {
+        Entries { scan: self, leaf: None }
+    }
+}
+
+/// A [`Scan`] one entry at a time: whole key and value (wiped when dropped), or a lost range.
+pub struct Entries {
+    scan: Scan,
+    leaf: Option<std::vec::IntoIter<(Vec<u8>, Zeroizing<Vec<u8>>)>>,
+}
+
+impl Iterator for Entries {
+    type Item = Result<(Vec<u8>, Zeroizing<Vec<u8>>), LostRange>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(entry) = self.leaf.as_mut().and_then(Iterator::next) {
+                return Some(Ok(entry));
+            }
+            match self.scan.next_leaf()? {
+                Ok(leaf) => {
+                    let entries: Vec<_> = leaf.entries().map(|(k, v)| (k, Zeroizing::new(v.to_vec()))).collect();
+                    self.leaf = Some(entries.into_iter());
+                }
+                Err(lost) => return Some(Err(lost)),
+            }
+        }
+    }
+}
