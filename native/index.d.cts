@@ -18,7 +18,7 @@ export declare class ConvertJob {
 export declare class SessionStream {
   /** The next batch, or `null` at the end of the store. */
   next(): Promise<SessionBatch | null>
-  /** Stops the reader and removes the working copy; safe to call twice. */
+  /** Stops the reader and releases the store's lock; safe to call twice. */
   close(): void
   get info(): StoreInfo
 }
@@ -38,7 +38,7 @@ export declare class StoreFingerprints {
    * set holds hashes, not session IDs, and only a failed check needs the names.
    */
   missingKeys(limit: number): Promise<Array<MissingKey>>
-  /** Stops a read still under way (its working copy is removed as it ends); safe to call twice. */
+  /** Stops a read still under way; safe to call twice. */
   close(): void
 }
 
@@ -101,11 +101,10 @@ export interface ChecksumMismatch {
 }
 
 export interface ConvertProgress {
-  /** `copy` (the working copy), then a Sled tree name. */
+  /** The Sled tree being converted. */
   stage: string
-  /** Bytes copied, or entries of the tree converted. */
+  /** Entries of that tree converted so far. */
   done: number
-  total: number
 }
 
 export interface ConvertRequest {
@@ -114,7 +113,6 @@ export interface ConvertRequest {
   passphrase?: string
   /** The SQLite store's passphrase; absent: the same as `passphrase`. */
   sqlitePassphrase?: string
-  workDir: string
   dryRun: boolean
   skipErrors: boolean
   force: boolean
@@ -149,8 +147,6 @@ export interface FileChecksum {
 export interface FingerprintScanOptions {
   cryptoStorePath: string
   passphrase?: string
-  /** Parent folder for the private working copy. */
-  workDir: string
   /** Keys expected (the backup's count): reserved for at once. */
   expectedKeys?: number
 }
@@ -192,7 +188,7 @@ export interface MissingKey {
 /** `upload --from FILE`: the same stream, fed from a key file instead of the Sled store. */
 export declare function openKeyFileStream(options: KeyFileStreamOptions): Promise<SessionStream>
 
-/** Opens the store (lock, working copy, cipher) off the main thread and starts the reader. */
+/** Opens the store (lock, recovery, cipher) off the main thread and starts the reader. */
 export declare function openSessionStream(options: StreamOptions): Promise<SessionStream>
 
 export interface RoomCheckResult {
@@ -247,7 +243,7 @@ export interface SessionData {
 export declare function startConvert(request: ConvertRequest): ConvertJob
 
 /**
- * Opens the store (lock, working copy, cipher) off the main thread, so that its errors are the
+ * Opens the store (lock, recovery, cipher) off the main thread, so that its errors are the
  * stream's, and starts reading it on a thread of its own.
  */
 export declare function startFingerprintScan(options: FingerprintScanOptions): Promise<StoreFingerprints>
@@ -268,7 +264,6 @@ export interface StoreInfo {
   deviceId?: string
   accountUserId?: string
   accountDeviceId?: string
-  workingCopyCloned: boolean
   storeBytes: number
 }
 
@@ -284,8 +279,6 @@ export interface StreamOptions {
   /** The bot's crypto store folder (holds `matrix-sdk-crypto/` and `bot-sdk.json`). */
   cryptoStorePath: string
   passphrase?: string
-  /** Parent folder for the private working copy (Sled never opens the source itself). */
-  workDir: string
   /**
    * `exported`: plaintext room keys (extract); `backup`: entries encrypted for `backup_public_key`
    * (upload: plaintext never reaches JavaScript); `digest`: fingerprints (verify).
@@ -298,9 +291,6 @@ export interface StreamOptions {
   readAhead?: number
   /** Resume after this Sled key (hex), as recorded in migration-state.json. */
   startAfter?: string
-  /** Reopen Sled after this many bytes read (default: never; memory stays bounded without it). */
-  reopenAfterBytes?: number
-  cacheCapacity?: number
 }
 
 export interface TreeJobResult {

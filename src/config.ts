@@ -8,8 +8,6 @@ import { ToolError } from './errors.js';
 export interface Locations {
   cryptoStorePath: string;
   migrationDir: string;
-  /** Parent of the private working copy that Sled opens instead of the source. */
-  workDir: string;
   storePassphrase: string;
 }
 
@@ -17,7 +15,6 @@ export interface LocationInput {
   storagePath?: string;
   cryptoStorePath?: string;
   migrationDir?: string;
-  workDir?: string;
   storePassphrase?: string;
 }
 
@@ -36,7 +33,6 @@ export function resolveLocations(input: LocationInput): Locations {
   return {
     cryptoStorePath,
     migrationDir,
-    workDir: path.resolve(input.workDir || migrationDir),
     storePassphrase: input.storePassphrase ?? '',
   };
 }

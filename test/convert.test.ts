@@ -45,7 +45,7 @@ test('convert writes the SQLite store, keeps the Sled store byte for byte, print
   t.regex(r.stdout, /wrote .*matrix-sdk-crypto\.sqlite3/);
   t.regex(r.stderr, /never start the old bot against the Sled store again/);
   t.deepEqual(treeHashes(path.join(f.store, 'matrix-sdk-crypto')), before, 'the Sled store is unchanged');
-  t.deepEqual(readdirSync(mig), [], 'the working copy is gone, nothing else written');
+  t.deepEqual(readdirSync(mig), [], 'nothing written to MIGRATION_DIR');
   const printed = dry.stdout + dry.stderr + r.stdout + r.stderr;
   for (const k of f.expected.keys) t.false(printed.includes(k.session_key), 'no session key printed');
   // A plaintext key would show as its base64 inside the SQLite file if the store were unencrypted.

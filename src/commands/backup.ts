@@ -25,7 +25,6 @@ export class BackupCommand extends BaseCommand {
     const { dir, metadata } = await backupStore({
       cryptoStorePath: loc.cryptoStorePath,
       migrationDir: loc.migrationDir,
-      workDir: loc.workDir,
       storePassphrase: loc.storePassphrase,
       force: this.force || envFlag('FORCE_BACKUP'),
       toolVersion: TOOL_VERSION,

@@ -12,7 +12,9 @@ export abstract class BaseCommand extends Command {
   cryptoStorePath = Option.String('--crypto-store-path', { env: 'CRYPTO_STORE_PATH', description: 'The crypto store folder holding matrix-sdk-crypto/ and bot-sdk.json (CRYPTO_STORE_PATH)' });
   migrationDir = Option.String('--migration-dir', { env: 'MIGRATION_DIR', description: 'Where key files, state and backups go (MIGRATION_DIR, default: current folder)' });
   storePassphrase = Option.String('--store-passphrase', { env: 'STORE_PASSPHRASE', description: 'The Sled store passphrase (STORE_PASSPHRASE, default: empty, as matrix-bot-sdk 0.6.6+ uses)' });
-  workDir = Option.String('--work-dir', { env: 'WORK_DIR', description: 'Folder for the private working copy Sled opens instead of the store (default: MIGRATION_DIR)' });
+  // Accepted and ignored: runbooks written for 0.1 set it for a working copy of the store, which
+  // the reader no longer makes (it reads the store in place, read-only).
+  workDir = Option.String('--work-dir', { env: 'WORK_DIR', hidden: true });
   verbose = Option.Boolean('--verbose', false, { description: 'More detail in the log' });
 
   private _out?: Output;
@@ -38,7 +40,6 @@ export abstract class BaseCommand extends Command {
       storagePath: this.storagePath,
       cryptoStorePath: this.cryptoStorePath,
       migrationDir: this.migrationDir,
-      workDir: this.workDir,
       storePassphrase: this.storePassphrase,
     });
   }

@@ -43,7 +43,7 @@ export class ConvertCommand extends BaseCommand {
     const failedOutputPath = path.resolve(this.failedOutput ?? path.join(loc.migrationDir, MIGRATION_FILES.failedSessions));
     if (this.skipErrors) await ensurePrivateDir(loc.migrationDir);
     const report = await convertStore({
-      source: { cryptoStorePath: loc.cryptoStorePath, passphrase: loc.storePassphrase, workDir: loc.workDir },
+      source: { cryptoStorePath: loc.cryptoStorePath, passphrase: loc.storePassphrase },
       sqlitePassphrase: this.sqlitePassphrase,
       dryRun: this.dryRun,
       skipErrors: this.skipErrors,

@@ -28,7 +28,7 @@ export class ExtractCommand extends BaseCommand {
     const passphrase = megolm ? await exportPassphrase(this.exportPassphraseFile, true) : undefined;
     const failedOutputPath = path.resolve(this.failedOutput ?? path.join(loc.migrationDir, MIGRATION_FILES.failedSessions));
     const summary = await extractKeys({
-      source: { cryptoStorePath: loc.cryptoStorePath, passphrase: loc.storePassphrase, workDir: loc.workDir },
+      source: { cryptoStorePath: loc.cryptoStorePath, passphrase: loc.storePassphrase },
       outputPath,
       format: this.format,
       exportPassphrase: passphrase,

@@ -37,7 +37,7 @@ export abstract class HomeserverCommand extends BaseCommand {
       client,
       migrationDir: loc.migrationDir,
       state: new StateFile(loc.migrationDir),
-      source: { cryptoStorePath: loc.cryptoStorePath, passphrase: loc.storePassphrase, workDir: loc.workDir },
+      source: { cryptoStorePath: loc.cryptoStorePath, passphrase: loc.storePassphrase },
       out: this.out,
     };
   }

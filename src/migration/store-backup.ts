@@ -105,13 +105,10 @@ function timestampName(d: Date): string {
   return `migration-backup-${p(d.getFullYear(), 4)}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
 }
 
-/** Store version and cipher, read through the normal reader when that is cheap. */
-async function storeInfo(cryptoStorePath: string, passphrase: string, workDir: string, bytes: number, cloned: boolean) {
-  if (!cloned && bytes > 2e9) {
-    return { store_version: null, store_cipher: null, store_info_note: `not read: it would need a second full copy of ${formatBytes(bytes)} on this filesystem (no reflinks)` } as const;
-  }
+/** Store version and cipher, read through the normal reader (which only recovers the store here). */
+async function storeInfo(cryptoStorePath: string, passphrase: string) {
   try {
-    const batches = await SessionBatches.open({ cryptoStorePath, passphrase, workDir }, { mode: 'digest' });
+    const batches = await SessionBatches.open({ cryptoStorePath, passphrase }, { mode: 'digest' });
     const info = batches.info;
     batches.close();
     return { store_version: info.storeVersion ?? null, store_cipher: info.cipherFormat ? 'present' : 'absent' } as const;
@@ -124,7 +121,6 @@ async function storeInfo(cryptoStorePath: string, passphrase: string, workDir: s
 export interface BackupOptions {
   cryptoStorePath: string;
   migrationDir: string;
-  workDir: string;
   storePassphrase: string;
   force: boolean;
   toolVersion: string;
@@ -160,7 +156,7 @@ export async function backupStore(opts: BackupOptions): Promise<BackupResult> {
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const files = report.files.map((f) => ({ ...f, path: `${BACKUP_STORE_FOLDER}/${f.path}` }));
     await writeFileAtomic(path.join(staging, CHECKSUMS_FILE), native().formatChecksums(files));
-    const info = await storeInfo(opts.cryptoStorePath, opts.storePassphrase, opts.workDir, report.bytes, report.clonedFiles > 0);
+    const info = await storeInfo(opts.cryptoStorePath, opts.storePassphrase);
     const metadata: BackupMetadata = {
       complete: true,
       tool: 'sled-migration-tool',

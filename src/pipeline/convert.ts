@@ -67,19 +67,15 @@ export async function convertStore(opts: ConvertOptions): Promise<ConvertReport>
       cryptoStorePath: opts.source.cryptoStorePath,
       passphrase: opts.source.passphrase,
       sqlitePassphrase: opts.sqlitePassphrase,
-      workDir: opts.source.workDir,
       dryRun: opts.dryRun,
       skipErrors: opts.skipErrors,
       force: opts.force,
     }),
   );
-  const copying = out.progress('copying the store for reading', { bytes: true });
   const bars = new Map<string, ReturnType<Output['progress']>>();
   const poll = setInterval(() => {
     const p = job.progress();
-    if (p.stage === 'copy') copying.update(p.done, p.total);
-    else if (STAGE_LABELS[p.stage]) {
-      copying.end();
+    if (STAGE_LABELS[p.stage]) {
       let bar = bars.get(p.stage);
       if (!bar) {
         for (const other of bars.values()) other.end();
@@ -94,7 +90,6 @@ export async function convertStore(opts: ConvertOptions): Promise<ConvertReport>
     report = JSON.parse(await call(() => job.wait())) as ConvertReport;
   } finally {
     clearInterval(poll);
-    copying.end();
     for (const bar of bars.values()) bar.end();
   }
   if (report.damaged.length > 0) {

@@ -81,8 +81,8 @@ export async function verifyBackup(opts: VerifyOptions): Promise<VerifyReport> {
  * decrypted natively and checked against them.
  */
 async function checkEveryKey(opts: VerifyOptions, report: VerifyReport, notCurrent: (() => void) | undefined): Promise<void> {
-  const { cryptoStorePath, passphrase, workDir } = opts.source;
-  const scan = await call(() => native().startFingerprintScan({ cryptoStorePath, passphrase, workDir, expectedKeys: report.keysInBackup }));
+  const { cryptoStorePath, passphrase } = opts.source;
+  const scan = await call(() => native().startFingerprintScan({ cryptoStorePath, passphrase, expectedKeys: report.keysInBackup }));
   const untrack = closeOnSignal(scan);
   const progress = opts.out.progress('reading the store');
   const ticker = setInterval(() => progress.update(scan.progress().keys), 500);

@@ -2,8 +2,7 @@
  * The session source: the native `SessionStream` as an `AsyncIterable` of batches (the shape of
  * lancedb's nodejs RecordBatchIterator). The native reader runs ahead by a bounded number of
  * batches and waits while we are busy, so a slow consumer slows the reader and memory stays flat.
- * Leaving a `for await` early (break, throw) closes the stream: the working copy is removed and
- * the source lock released.
+ * Leaving a `for await` early (break, throw) closes the stream: the source lock is released.
  */
 import { call, native, type Binding } from './native.js';
 
@@ -15,7 +14,6 @@ export type DamagedRecord = Binding.DamagedRecord;
 export interface StoreSource {
   cryptoStorePath: string;
   passphrase: string;
-  workDir: string;
 }
 
 /** Keys that already exist as a file (`upload --from`): extracted-keys.json, a JSON array, an Element export. */
@@ -40,11 +38,9 @@ export interface StreamTuning {
   readAhead?: number;
   /** Where to resume (migration-state.json): a hex Sled key, or an element index in a key file. */
   startAfter?: string;
-  /** Reopen Sled after this many bytes read (default never: memory stays bounded without it); SLED_REOPEN_AFTER_BYTES overrides. */
-  reopenAfterBytes?: number;
 }
 
-/** Native readers still holding a working copy: closed on Ctrl-C or SIGTERM. */
+/** Native readers still holding the store's lock: closed on Ctrl-C or SIGTERM. */
 const open = new Set<{ close(): void }>();
 
 /** Closes `reader` on Ctrl-C or SIGTERM until the returned function is called. */
@@ -70,13 +66,11 @@ export class SessionBatches implements AsyncIterable<SessionBatch> {
       native().openSessionStream({
         cryptoStorePath: source.cryptoStorePath,
         passphrase: source.passphrase,
-        workDir: source.workDir,
         mode: mode.mode,
         backupPublicKey,
         batchSize: tuning.batchSize,
         readAhead: tuning.readAhead,
         startAfter: tuning.startAfter,
-        reopenAfterBytes: tuning.reopenAfterBytes ?? (Number(process.env.SLED_REOPEN_AFTER_BYTES) || undefined),
       }),
     );
     open.add(stream);

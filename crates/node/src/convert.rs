@@ -18,7 +18,6 @@ pub struct ConvertRequest {
     pub passphrase: Option<String>,
     /// The SQLite store's passphrase; absent: the same as `passphrase`.
     pub sqlite_passphrase: Option<String>,
-    pub work_dir: String,
     pub dry_run: bool,
     pub skip_errors: bool,
     pub force: bool,
@@ -27,11 +26,10 @@ pub struct ConvertRequest {
 #[napi(object)]
 #[derive(Clone, Default)]
 pub struct ConvertProgress {
-    /// `copy` (the working copy), then a Sled tree name.
+    /// The Sled tree being converted.
     pub stage: String,
-    /// Bytes copied, or entries of the tree converted.
+    /// Entries of that tree converted so far.
     pub done: i64,
-    pub total: i64,
 }
 
 #[napi]
@@ -47,7 +45,7 @@ fn convert_error(e: ConvertError) -> Error {
 #[napi]
 pub fn start_convert(request: ConvertRequest) -> Result<ConvertJob> {
     let passphrase = request.passphrase.unwrap_or_default();
-    let mut options = ConvertOptions::new(&request.crypto_store_path, &request.work_dir);
+    let mut options = ConvertOptions::new(&request.crypto_store_path);
     options.sqlite_passphrase = Some(
         request
             .sqlite_passphrase
@@ -62,20 +60,8 @@ pub fn start_convert(request: ConvertRequest) -> Result<ConvertJob> {
     let shared = progress.clone();
     let done = Outcome::spawn("convert", move || {
         let mut report_progress = |p: Progress| {
-            let next = match p {
-                Progress::Copy(c) => ConvertProgress {
-                    stage: "copy".into(),
-                    done: c.bytes_done as i64,
-                    total: c.bytes_total as i64,
-                },
-                Progress::Tree { tree, entries } => ConvertProgress {
-                    stage: tree.into(),
-                    done: entries as i64,
-                    total: 0,
-                },
-            };
             if let Ok(mut slot) = shared.lock() {
-                *slot = next;
+                *slot = ConvertProgress { stage: p.tree.into(), done: p.entries as i64 };
             }
         };
         sqlite_convert::convert(&options, &mut report_progress)

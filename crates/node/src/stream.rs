@@ -24,8 +24,6 @@ pub struct StreamOptions {
     /// The bot's crypto store folder (holds `matrix-sdk-crypto/` and `bot-sdk.json`).
     pub crypto_store_path: String,
     pub passphrase: Option<String>,
-    /// Parent folder for the private working copy (Sled never opens the source itself).
-    pub work_dir: String,
     /// `exported`: plaintext room keys (extract); `backup`: entries encrypted for `backup_public_key`
     /// (upload: plaintext never reaches JavaScript); `digest`: fingerprints (verify).
     pub mode: String,
@@ -36,9 +34,6 @@ pub struct StreamOptions {
     pub read_ahead: Option<u32>,
     /// Resume after this Sled key (hex), as recorded in migration-state.json.
     pub start_after: Option<String>,
-    /// Reopen Sled after this many bytes read (default: never; memory stays bounded without it).
-    pub reopen_after_bytes: Option<u32>,
-    pub cache_capacity: Option<u32>,
 }
 
 #[napi(object)]
@@ -82,7 +77,6 @@ pub struct StoreInfo {
     pub device_id: Option<String>,
     pub account_user_id: Option<String>,
     pub account_device_id: Option<String>,
-    pub working_copy_cloned: bool,
     pub store_bytes: i64,
 }
 
@@ -99,7 +93,7 @@ pub struct SessionStream {
     receiver: tokio::sync::Mutex<mpsc::Receiver<Result<SessionBatch>>>,
     stop: Arc<AtomicBool>,
     info: StoreInfo,
-    // Dropping the store handle (on close) removes the working copy and releases the source lock.
+    // Dropping the store handle (on close) releases the source lock.
     store: Mutex<Option<Arc<SledStore>>>,
 }
 
@@ -119,7 +113,7 @@ fn parse_mode(mode: &str, backup_public_key: Option<&str>) -> Result<Mode> {
     })
 }
 
-/// Opens the store (lock, working copy, cipher) off the main thread and starts the reader.
+/// Opens the store (lock, recovery, cipher) off the main thread and starts the reader.
 #[napi]
 pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream> {
     let mode = parse_mode(&options.mode, options.backup_public_key.as_deref())?;
@@ -129,19 +123,10 @@ pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream
         }
         _ => None,
     };
-    let mut open_options = OpenOptions::new(PathBuf::from(&options.work_dir));
-    if let Some(p) = &options.passphrase {
-        open_options.passphrase = p.clone();
-    }
-    if let Some(n) = options.reopen_after_bytes {
-        open_options.reopen_after_bytes = Some(u64::from(n));
-    }
-    if let Some(n) = options.cache_capacity {
-        open_options.cache_capacity = n as u64;
-    }
+    let open_options = OpenOptions { passphrase: options.passphrase.clone().unwrap_or_default() };
     let location = StoreLocation::new(&options.crypto_store_path);
     let store =
-        tokio::task::spawn_blocking(move || SledStore::open(&location, open_options, &mut |_| {}))
+        tokio::task::spawn_blocking(move || SledStore::open(&location, open_options))
             .await
             .map_err(|e| Error::from_reason(e.to_string()))?
             .map_err(open_error)?;
@@ -157,7 +142,7 @@ pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream
         options.batch_size,
         options.read_ahead,
         move |batcher| {
-            // The reader thread only walks Sled: values are decoded on the converter's cores,
+            // The reader thread only walks the tree: values are decoded on the converter's cores,
             // together with their encryption.
             for item in reader_store.raw_sessions(start_after) {
                 let item = match item {
@@ -261,7 +246,6 @@ pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<Sessi
         device_id: None,
         account_user_id: None,
         account_device_id: None,
-        working_copy_cloned: false,
         store_bytes: bytes as i64,
     };
     SessionStream::start(
@@ -525,7 +509,6 @@ fn store_info(store: &SledStore) -> StoreInfo {
         device_id: i.device_id.clone(),
         account_user_id: i.account_user_id.clone(),
         account_device_id: i.account_device_id.clone(),
-        working_copy_cloned: i.working_copy_cloned,
         store_bytes: i.store_bytes as i64,
     }
 }
@@ -580,7 +563,7 @@ impl SessionStream {
         }
     }
 
-    /// Stops the reader and removes the working copy; safe to call twice.
+    /// Stops the reader and releases the store's lock; safe to call twice.
     #[napi]
     pub fn close(&self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -601,8 +584,7 @@ impl SessionStream {
             device_id: i.device_id.clone(),
             account_user_id: i.account_user_id.clone(),
             account_device_id: i.account_device_id.clone(),
-            working_copy_cloned: i.working_copy_cloned,
-            store_bytes: i.store_bytes,
+                store_bytes: i.store_bytes,
         }
     }
 

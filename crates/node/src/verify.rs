@@ -2,7 +2,6 @@
 //! megolm-backup's compact `FingerprintSet` (28 bytes a key, where JavaScript maps cost about a
 //! kilobyte), then checked room by room against what JavaScript downloads.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -27,8 +26,6 @@ const CHUNK: usize = 256;
 pub struct FingerprintScanOptions {
     pub crypto_store_path: String,
     pub passphrase: Option<String>,
-    /// Parent folder for the private working copy.
-    pub work_dir: String,
     /// Keys expected (the backup's count): reserved for at once.
     pub expected_keys: Option<u32>,
 }
@@ -154,9 +151,8 @@ pub struct StoreFingerprints {
 }
 
 fn open_store(options: &FingerprintScanOptions) -> std::result::Result<SledStore, sled_store::OpenError> {
-    let mut open_options = OpenOptions::new(PathBuf::from(&options.work_dir));
-    open_options.passphrase = options.passphrase.clone().unwrap_or_default();
-    SledStore::open(&StoreLocation::new(&options.crypto_store_path), open_options, &mut |_| {})
+    let open_options = OpenOptions { passphrase: options.passphrase.clone().unwrap_or_default() };
+    SledStore::open(&StoreLocation::new(&options.crypto_store_path), open_options)
 }
 
 /// verify's threads (the reader, the pool, libuv's workers parsing each room's download) each got
@@ -178,7 +174,7 @@ fn poisoned() -> Error {
     Error::from_reason("the fingerprint set was poisoned by a panic")
 }
 
-/// Opens the store (lock, working copy, cipher) off the main thread, so that its errors are the
+/// Opens the store (lock, recovery, cipher) off the main thread, so that its errors are the
 /// stream's, and starts reading it on a thread of its own.
 #[napi]
 pub async fn start_fingerprint_scan(options: FingerprintScanOptions) -> Result<StoreFingerprints> {
@@ -231,8 +227,8 @@ pub async fn start_fingerprint_scan(options: FingerprintScanOptions) -> Result<S
                 }
             }
             add(&mut chunk)?;
-            drop(store); // the working copy and the source lock go before the server is asked
-            sled_store::release_freed_memory(); // Sled's page table: tens of MB the download can use
+            drop(store); // the source lock goes before the server is asked
+            sled_store::release_freed_memory(); // the page table and the pool's buffers: for the download
             set.lock().map_err(|_| poisoned())?.seal();
             Ok(())
         })?
@@ -302,7 +298,7 @@ impl StoreFingerprints {
         .map_err(|e| Error::from_reason(e.to_string()))?
     }
 
-    /// Stops a read still under way (its working copy is removed as it ends); safe to call twice.
+    /// Stops a read still under way; safe to call twice.
     #[napi]
     pub fn close(&self) {
         self.stop.store(true, Ordering::Relaxed);

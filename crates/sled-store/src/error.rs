@@ -23,14 +23,8 @@ pub enum OpenError {
     LegacyStore { path: PathBuf, version: u8 },
     #[error("the store cipher of {path} is damaged: {detail}")]
     CorruptCipher { path: PathBuf, detail: String },
-    #[error("Sled could not open the working copy of {path}: {detail}")]
+    #[error("the Sled database {path} cannot be recovered: {detail}")]
     Sled { path: PathBuf, detail: String },
-    #[error("not enough free space in {dir} for a private working copy of the store ({needed} bytes needed, {available} available)")]
-    NoSpace {
-        dir: PathBuf,
-        needed: u64,
-        available: u64,
-    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -54,7 +48,6 @@ impl OpenError {
             OpenError::LegacyStore { .. } => "LEGACY_STORE",
             OpenError::CorruptCipher { .. } => "STORE_CORRUPT",
             OpenError::Sled { .. } => "STORE_CORRUPT",
-            OpenError::NoSpace { .. } => "WORK_DIR_FULL",
             OpenError::Io { .. } => "IO_ERROR",
             OpenError::InvalidBotSdkJson { .. } => "INVALID_BOT_SDK_JSON",
         }
@@ -70,7 +63,6 @@ impl OpenError {
             OpenError::NotACryptoStore(_) => "point CRYPTO_STORE_PATH at the bot's crypto store (STORAGE_PATH/encrypted), not at another Sled database",
             OpenError::LegacyStore { .. } => "this store predates matrix-bot-sdk 0.6 (libolm); its keys cannot be read by this tool",
             OpenError::CorruptCipher { .. } | OpenError::Sled { .. } => "restore the store from a backup (see docs/troubleshooting.md), or report the damage",
-            OpenError::NoSpace { .. } => "free space there or point --work-dir (WORK_DIR) at a filesystem with room, ideally one with reflinks (btrfs, XFS)",
             OpenError::Io { .. } => "check that the path exists and is readable by this user",
             OpenError::InvalidBotSdkJson { .. } => "fix bot-sdk.json or pass the device ID with OLD_DEVICE_ID",
         }
@@ -99,7 +91,7 @@ pub enum DamageKind {
     InvalidPickle,
     /// A libolm pickle (pre-0.6 store): not readable without the old pickle key.
     LegacyPickle,
-    /// Sled itself could not read this part of the tree.
+    /// This part of the tree could not be read (a damaged or missing page of the log).
     ReadError,
 }
 

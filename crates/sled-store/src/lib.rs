@@ -1,7 +1,8 @@
 //! Reads the Sled crypto store of matrix-bot-sdk 0.6–0.7 bots and streams their Megolm room keys.
 //!
 //! The flow: [`StoreLocation`] finds and checks the folder → [`SledStore::open`] locks the source,
-//! makes a private working copy (Sled cannot open read-only) and unlocks the store cipher →
+//! recovers the Sled database read-only (`sled-readonly`; Sled's own open would write to it) and
+//! unlocks the store cipher →
 //! [`SledStore::sessions`] yields every entry as a [`RoomKey`] or a classified [`DamagedEntry`];
 //! [`SledStore::entries`] walks any other tree the same way (what `convert` reads).
 
@@ -10,15 +11,15 @@ pub mod error;
 mod fast_json;
 pub mod locate;
 pub mod lock;
+mod memory;
 pub mod room_key;
 pub mod scan;
 pub mod store;
-pub mod working_copy;
 
 pub use cipher::{CipherFormat, StoreCipher};
 pub use error::{Damage, DamageKind, OpenError};
 pub use locate::StoreLocation;
 pub use room_key::{decode_pickle, decode_value, open_value, Plaintext, RoomKey, SessionKey};
-pub use scan::{release_freed_memory, DamagedEntry, Decoder, ScanItem, ScannedKey, SessionScanner, TreeScanner};
+pub use memory::release_freed_memory;
+pub use scan::{DamagedEntry, Decoder, ScanItem, ScannedKey, SessionScanner, TreeScanner};
 pub use store::{OpenOptions, SledStore, StoreInfo};
-pub use working_copy::CopyProgress;

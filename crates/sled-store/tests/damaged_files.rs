@@ -44,8 +44,7 @@ fn read(store: &Path) -> Outcome {
     let (tx, rx) = mpsc::channel();
     let store = store.to_owned();
     std::thread::spawn(move || {
-        let work = tempfile::tempdir().unwrap();
-        let outcome = match SledStore::open(&StoreLocation::new(&store), OpenOptions::new(work.path()), &mut |_| {}) {
+        let outcome = match SledStore::open(&StoreLocation::new(&store), OpenOptions::default()) {
             Err(e) => {
                 assert!(!e.code().is_empty() && !e.to_string().is_empty());
                 Outcome { opened: false, keys: vec![], damaged: 0 }

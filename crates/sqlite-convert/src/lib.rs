@@ -8,7 +8,7 @@
 //! The flow: [`sled_entries`] decodes each Sled entry into the 0.9 type the SQLite store saves →
 //! chunks go into a [`sqlite_target::TempStore`] beside the real one → the finished store is reopened
 //! as the bot would open it and checked → renamed into place. The Sled store is read through
-//! `sled-store`'s private working copy, so it is never written.
+//! `sled-store`, which never writes to it.
 
 pub mod error;
 pub mod report;
@@ -20,9 +20,7 @@ use std::path::PathBuf;
 
 use matrix_sdk_crypto::olm::{Account, Session};
 use matrix_sdk_crypto::store::{Changes, DeviceChanges, IdentityChanges};
-use sled_store::{
-    CopyProgress, Decoder, OpenOptions, ScanItem, SledStore, StoreLocation, TreeScanner,
-};
+use sled_store::{Decoder, OpenOptions, ScanItem, SledStore, StoreLocation, TreeScanner};
 
 pub use error::ConvertError;
 pub use report::{ConvertReport, DamagedRecord, TreeCount};
@@ -37,8 +35,6 @@ pub struct ConvertOptions {
     pub sled_passphrase: String,
     /// The SQLite store's passphrase; matrix-bot-sdk 0.8 passes "". `None` writes it unencrypted.
     pub sqlite_passphrase: Option<String>,
-    /// Parent folder of the Sled working copy.
-    pub work_dir: PathBuf,
     /// Read and decode everything, write nothing.
     pub dry_run: bool,
     /// Carry on past damaged entries (they are listed in the report) instead of stopping.
@@ -50,12 +46,11 @@ pub struct ConvertOptions {
 }
 
 impl ConvertOptions {
-    pub fn new(crypto_store_dir: impl Into<PathBuf>, work_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(crypto_store_dir: impl Into<PathBuf>) -> Self {
         ConvertOptions {
             crypto_store_dir: crypto_store_dir.into(),
             sled_passphrase: String::new(),
             sqlite_passphrase: Some(String::new()),
-            work_dir: work_dir.into(),
             dry_run: false,
             skip_errors: false,
             force: false,
@@ -64,11 +59,10 @@ impl ConvertOptions {
     }
 }
 
-pub enum Progress {
-    /// The private working copy of the Sled store is being made.
-    Copy(CopyProgress),
-    /// Entries of `tree` read (and, unless a dry run, written) so far.
-    Tree { tree: &'static str, entries: u64 },
+/// Entries of `tree` read (and, unless a dry run, written) so far.
+pub struct Progress {
+    pub tree: &'static str,
+    pub entries: u64,
 }
 
 /// Runs a whole conversion on the calling thread (its own single-threaded runtime: matrix-sdk-sqlite
@@ -109,11 +103,7 @@ pub async fn convert_async(
         }
     }
 
-    let mut open_options = OpenOptions::new(&options.work_dir);
-    open_options.passphrase = options.sled_passphrase.clone();
-    let sled = SledStore::open(&location, open_options, &mut |p| {
-        progress(Progress::Copy(p))
-    })?;
+    let sled = SledStore::open(&location, OpenOptions { passphrase: options.sled_passphrase.clone() })?;
     let mut report = ConvertReport::new(options.dry_run, &existing, sled.info().device_id.clone());
 
     // The account first: without it there is no device to keep, and Olm sessions need its keys.
@@ -423,7 +413,7 @@ async fn carry<T>(
             break;
         }
         write(chunk, &mut tally).await?;
-        progress(Progress::Tree {
+        progress(Progress {
             tree,
             entries: tally.converted + tally.damaged,
         });
