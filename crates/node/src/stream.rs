@@ -12,8 +12,7 @@ use megolm_backup::{
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rayon::prelude::*;
-use sled_store::{OpenOptions, RoomKey, ScanItem, SledStore, StoreCipher, StoreLocation};
-use zeroize::Zeroizing;
+use sled_store::{Leaf, LeafItem, OpenOptions, RoomKey, SledStore, StoreCipher, StoreLocation};
 use tokio::sync::mpsc;
 
 use crate::backup::{backup_entry, key_digest, BackupEntry};
@@ -144,25 +143,31 @@ pub async fn open_session_stream(options: StreamOptions) -> Result<SessionStream
         move |batcher| {
             // The reader thread only walks the tree: values are decoded on the converter's cores,
             // together with their encryption.
-            for item in reader_store.raw_sessions(start_after) {
-                let item = match item {
-                    ScanItem::Key(k) => SourceItem::Raw {
-                        position: k.position,
-                        cursor: Cursor::SledKey(k.sled_key),
-                        value: k.key,
-                    },
-                    ScanItem::Damaged(d) => SourceItem::Damaged {
-                        cursor: Cursor::SledKey(d.sled_key.clone()),
-                        record: DamagedRecord {
-                            position: d.position as i64,
-                            key_hex: hex::encode(&d.sled_key),
-                            kind: d.damage.kind.as_str().to_owned(),
-                            message: d.damage.message,
-                        },
-                    },
-                };
-                if !batcher.push(item) {
-                    return;
+            // Values stay in the leaf they were read into: each item points at its entry.
+            for item in reader_store.session_leaves(start_after) {
+                match item {
+                    LeafItem::Leaf { position, leaf } => {
+                        for index in 0..leaf.len() {
+                            let item = SourceItem::Stored { position: position + index as u64, cursor: Cursor::Entry(leaf.clone(), index) };
+                            if !batcher.push(item) {
+                                return;
+                            }
+                        }
+                    }
+                    LeafItem::Lost(d) => {
+                        let item = SourceItem::Damaged {
+                            cursor: Cursor::SledKey(d.sled_key.clone()),
+                            record: DamagedRecord {
+                                position: d.position as i64,
+                                key_hex: hex::encode(&d.sled_key),
+                                kind: d.damage.kind.as_str().to_owned(),
+                                message: d.damage.message,
+                            },
+                        };
+                        if !batcher.push(item) {
+                            return;
+                        }
+                    }
                 }
             }
             batcher.finish();
@@ -297,11 +302,11 @@ pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<Sessi
 
 /// One entry from a source, with the cursor that resumes after it.
 enum SourceItem {
-    /// A value of the store as Sled holds it, decoded by the converter.
-    Raw {
+    /// An entry of the store as it is stored (its cursor points at it in its leaf), decoded by
+    /// the converter.
+    Stored {
         position: u64,
         cursor: Cursor,
-        value: Zeroizing<Vec<u8>>,
     },
     Key {
         cursor: Cursor,
@@ -318,6 +323,8 @@ enum SourceItem {
 /// Where a source stands after an entry; only a batch's last one is ever written out.
 enum Cursor {
     SledKey(Vec<u8>),
+    /// An entry of a leaf: its Sled key is built only when it is needed.
+    Entry(Arc<Leaf>, usize),
     Index(u64),
 }
 
@@ -326,6 +333,7 @@ impl Cursor {
     fn encode(&self) -> String {
         match self {
             Cursor::SledKey(key) => hex::encode(key),
+            Cursor::Entry(leaf, index) => leaf.entry(*index).map(|(key, _)| hex::encode(key)).unwrap_or_default(),
             Cursor::Index(index) => index.to_string(),
         }
     }
@@ -395,10 +403,17 @@ fn convert_batches(mode: Mode, cipher: Option<Arc<StoreCipher>>, from_reader: st
 
 /// A raw store value decoded into the key it holds (or its damage, named as the scanner would).
 fn decode_raw(item: SourceItem, cipher: Option<&StoreCipher>) -> SourceItem {
-    let SourceItem::Raw { position, cursor, value } = item else {
+    let SourceItem::Stored { position, cursor } = item else {
         return item;
     };
-    match sled_store::decode_value(&value, cipher) {
+    let Cursor::Entry(leaf, index) = &cursor else {
+        unreachable!("stored items point into their leaf");
+    };
+    let decoded = match leaf.entry(*index) {
+        Some((_, value)) => sled_store::decode_value(value, cipher),
+        None => unreachable!("the reader made an item for each entry of the leaf"),
+    };
+    match decoded {
         Ok(key) => SourceItem::Key {
             cursor,
             forwarded: key.imported,
@@ -407,8 +422,8 @@ fn decode_raw(item: SourceItem, cipher: Option<&StoreCipher>) -> SourceItem {
         },
         Err(damage) => {
             let key_hex = match &cursor {
-                Cursor::SledKey(k) => hex::encode(k),
                 Cursor::Index(_) => String::new(),
+                other => other.encode(),
             };
             SourceItem::Damaged {
                 cursor,
@@ -439,7 +454,7 @@ fn build_batch(items: Vec<SourceItem>, mode: &Mode, cipher: Option<&StoreCipher>
         position: position as i64,
         resume_after: String::new(),
     };
-    if let Some(SourceItem::Raw { cursor, .. } | SourceItem::Key { cursor, .. } | SourceItem::Damaged { cursor, .. }) = items.last() {
+    if let Some(SourceItem::Stored { cursor, .. } | SourceItem::Key { cursor, .. } | SourceItem::Damaged { cursor, .. }) = items.last() {
         batch.resume_after = cursor.encode();
     }
     // Backup: decoding and encryption of each entry in one pass, spread over the cores (one fresh
@@ -452,7 +467,7 @@ fn build_batch(items: Vec<SourceItem>, mode: &Mode, cipher: Option<&StoreCipher>
                     BackupOutcome::Entry(backup_entry(encryptor, key, forwarded, first_message_index))
                 }
                 SourceItem::Damaged { record, .. } => BackupOutcome::Damaged(record),
-                SourceItem::Raw { .. } => unreachable!("decode_raw decodes every raw value"),
+                SourceItem::Stored { .. } => unreachable!("decode_raw decodes every stored value"),
             })
             .collect();
         batch.backup.reserve(outcomes.len());
@@ -475,7 +490,7 @@ fn build_batch(items: Vec<SourceItem>, mode: &Mode, cipher: Option<&StoreCipher>
                 ..
             } => keys.push((key, forwarded, first_message_index)),
             SourceItem::Damaged { record, .. } => batch.damaged.push(record),
-            SourceItem::Raw { .. } => unreachable!("decode_raw decodes every raw value"),
+            SourceItem::Stored { .. } => unreachable!("decode_raw decodes every stored value"),
         }
     }
     match mode {

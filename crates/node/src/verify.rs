@@ -11,7 +11,7 @@ use megolm_backup::{BackupDecryptionKey, FingerprintSet, ServerEntry, SessionDat
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rayon::prelude::*;
-use sled_store::{OpenOptions, ScanItem, SledStore, StoreLocation};
+use sled_store::{LeafItem, OpenOptions, ScanItem, SledStore, StoreLocation};
 
 use crate::backup::{key_digest_bytes, server_fingerprint};
 use crate::errors::{coded, invalid_argument, open_error};
@@ -195,7 +195,10 @@ pub async fn start_fingerprint_scan(options: FingerprintScanOptions) -> Result<S
             let add = |chunk: &mut Vec<_>| -> Result<()> {
                 let read: Vec<_> = chunk
                     .par_drain(..)
-                    .map(|value: zeroize::Zeroizing<Vec<u8>>| sled_store::decode_value(&value, cipher.as_deref()))
+                    .map(|(leaf, index): (Arc<sled_store::Leaf>, usize)| match leaf.entry(index) {
+                        Some((_, value)) => sled_store::decode_value(value, cipher.as_deref()),
+                        None => unreachable!("the chunk holds entries of their leaves"),
+                    })
                     .collect();
                 let mut set = set.lock().map_err(|_| poisoned())?;
                 for key in read {
@@ -212,18 +215,22 @@ pub async fn start_fingerprint_scan(options: FingerprintScanOptions) -> Result<S
                 }
                 Ok(())
             };
-            for item in store.raw_sessions(None) {
+            for item in store.session_leaves(None) {
                 if stop.load(Ordering::Relaxed) {
                     return Err(Error::from_reason("the store read was stopped"));
                 }
                 match item {
-                    ScanItem::Key(k) => chunk.push(k.key),
-                    ScanItem::Damaged(_) => {
+                    LeafItem::Leaf { leaf, .. } => {
+                        for index in 0..leaf.len() {
+                            chunk.push((leaf.clone(), index));
+                            if chunk.len() == CHUNK {
+                                add(&mut chunk)?;
+                            }
+                        }
+                    }
+                    LeafItem::Lost(_) => {
                         damaged.fetch_add(1, Ordering::Relaxed);
                     }
-                }
-                if chunk.len() == CHUNK {
-                    add(&mut chunk)?;
                 }
             }
             add(&mut chunk)?;

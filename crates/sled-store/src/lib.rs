@@ -21,5 +21,6 @@ pub use error::{Damage, DamageKind, OpenError};
 pub use locate::StoreLocation;
 pub use room_key::{decode_pickle, decode_value, open_value, Plaintext, RoomKey, SessionKey};
 pub use memory::release_freed_memory;
-pub use scan::{DamagedEntry, Decoder, ScanItem, ScannedKey, SessionScanner, TreeScanner};
+pub use scan::{DamagedEntry, Decoder, LeafItem, LeafScanner, ScanItem, ScannedKey, SessionScanner, TreeScanner};
+pub use sled_readonly::Leaf;
 pub use store::{OpenOptions, SledStore, StoreInfo};

@@ -43,40 +43,74 @@ pub type Decoder<T> = fn(&[u8], &[u8], Option<&StoreCipher>) -> Result<T, Damage
 /// The room keys of `inbound_group_sessions`.
 pub type SessionScanner = TreeScanner<RoomKey>;
 
-pub struct TreeScanner<T> {
+/// A tree leaf by leaf: each leaf's values stay in the buffers they were read into, for a caller
+/// that decodes them elsewhere without copying them (the stream's reader thread hands leaves to
+/// the threads that decode and encrypt).
+pub struct LeafScanner {
     scan: Scan,
-    decode: Decoder<T>,
-    cipher: Option<Arc<StoreCipher>>,
-    /// The leaf being handed out, and the next entry of it.
-    leaf: Option<(Leaf, usize)>,
+    /// Entries (and unreadable ranges) handed out so far.
     position: u64,
     /// A scanner may outlive the `SledStore` handle (it moves to a reader thread): the bot stays
     /// locked out until the last one is dropped.
     _lock: Arc<SourceLock>,
 }
 
+pub enum LeafItem {
+    /// A leaf's entries, the first of them the `position`-th of the scan.
+    Leaf { position: u64, leaf: Arc<Leaf> },
+    /// A range of the tree that could not be read.
+    Lost(DamagedEntry),
+}
+
+impl LeafScanner {
+    pub(crate) fn new(scan: Scan, lock: Arc<SourceLock>) -> Self {
+        LeafScanner { scan, position: 0, _lock: lock }
+    }
+}
+
+impl Iterator for LeafScanner {
+    type Item = LeafItem;
+
+    fn next(&mut self) -> Option<LeafItem> {
+        let position = self.position;
+        match self.scan.next_leaf()? {
+            Ok(leaf) => {
+                self.position += leaf.len() as u64;
+                Some(LeafItem::Leaf { position, leaf: Arc::new(leaf) })
+            }
+            Err(lost) => {
+                self.position += 1;
+                Some(LeafItem::Lost(lost_range(position, lost)))
+            }
+        }
+    }
+}
+
+/// An unreadable range as a damaged entry: its first key, and both ends in the message.
+fn lost_range(position: u64, lost: LostRange) -> DamagedEntry {
+    let range = match &lost.to {
+        Some(to) => format!("from key {} to key {}", hex::encode(&lost.from), hex::encode(to)),
+        None => format!("from key {} to the end of the tree", hex::encode(&lost.from)),
+    };
+    DamagedEntry {
+        position,
+        sled_key: lost.from,
+        damage: Damage::new(DamageKind::ReadError, format!("the entries {range} could not be read: {}", lost.error)),
+    }
+}
+
+/// A tree entry by entry, each decoded by `decode`.
+pub struct TreeScanner<T> {
+    leaves: LeafScanner,
+    decode: Decoder<T>,
+    cipher: Option<Arc<StoreCipher>>,
+    /// The leaf being handed out, its first entry's position, and the next entry of it.
+    leaf: Option<(Arc<Leaf>, u64, usize)>,
+}
+
 impl<T> TreeScanner<T> {
-    pub(crate) fn new(scan: Scan, decode: Decoder<T>, cipher: Option<Arc<StoreCipher>>, lock: Arc<SourceLock>) -> Self {
-        TreeScanner { scan, decode, cipher, leaf: None, position: 0, _lock: lock }
-    }
-
-    /// Entries visited so far.
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-
-    fn lost(&mut self, lost: LostRange) -> ScanItem<T> {
-        let range = match &lost.to {
-            Some(to) => format!("from key {} to key {}", hex::encode(&lost.from), hex::encode(to)),
-            None => format!("from key {} to the end of the tree", hex::encode(&lost.from)),
-        };
-        let item = ScanItem::Damaged(DamagedEntry {
-            position: self.position,
-            sled_key: lost.from,
-            damage: Damage::new(DamageKind::ReadError, format!("the entries {range} could not be read: {}", lost.error)),
-        });
-        self.position += 1;
-        item
+    pub(crate) fn new(leaves: LeafScanner, decode: Decoder<T>, cipher: Option<Arc<StoreCipher>>) -> Self {
+        TreeScanner { leaves, decode, cipher, leaf: None }
     }
 }
 
@@ -85,11 +119,10 @@ impl<T> Iterator for TreeScanner<T> {
 
     fn next(&mut self) -> Option<ScanItem<T>> {
         loop {
-            if let Some((leaf, index)) = &mut self.leaf {
+            if let Some((leaf, first, index)) = &mut self.leaf {
                 if let Some((sled_key, value)) = leaf.entry(*index) {
+                    let position = *first + *index as u64;
                     *index += 1;
-                    let position = self.position;
-                    self.position += 1;
                     return Some(match (self.decode)(&sled_key, value, self.cipher.as_deref()) {
                         Ok(key) => ScanItem::Key(ScannedKey { position, sled_key, key }),
                         Err(damage) => ScanItem::Damaged(DamagedEntry { position, sled_key, damage }),
@@ -97,9 +130,9 @@ impl<T> Iterator for TreeScanner<T> {
                 }
                 self.leaf = None;
             }
-            match self.scan.next_leaf()? {
-                Ok(leaf) => self.leaf = Some((leaf, 0)),
-                Err(lost) => return Some(self.lost(lost)),
+            match self.leaves.next()? {
+                LeafItem::Leaf { position, leaf } => self.leaf = Some((leaf, position, 0)),
+                LeafItem::Lost(damaged) => return Some(ScanItem::Damaged(damaged)),
             }
         }
     }

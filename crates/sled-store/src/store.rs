@@ -8,14 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sled_readonly::Db;
-use zeroize::Zeroizing;
 
 use crate::cipher::{CipherError, CipherFormat, StoreCipher};
 use crate::error::OpenError;
 use crate::locate::StoreLocation;
 use crate::lock::SourceLock;
 use crate::room_key::{decode_entry, open_value};
-use crate::scan::{Decoder, SessionScanner, TreeScanner};
+use crate::scan::{Decoder, LeafScanner, SessionScanner, TreeScanner};
 
 pub const INBOUND_GROUP_SESSIONS: &str = "inbound_group_sessions";
 
@@ -103,13 +102,12 @@ impl SledStore {
         self.entries(INBOUND_GROUP_SESSIONS, decode_entry, start_after)
     }
 
-    /// The `inbound_group_sessions` values undecoded, each in a buffer wiped when dropped, for a
-    /// caller that decodes them on other threads with [`crate::decode_value`] and [`Self::cipher`]
-    /// (the stream spreads decoding over the cores with encryption, leaving the reader thread
-    /// only the walk through the tree). Unreadable ranges come as `ScanItem::Damaged` as in
-    /// [`Self::sessions`].
-    pub fn raw_sessions(&self, start_after: Option<Vec<u8>>) -> TreeScanner<Zeroizing<Vec<u8>>> {
-        self.entries(INBOUND_GROUP_SESSIONS, raw_entry, start_after)
+    /// The `inbound_group_sessions` leaves undecoded, for a caller that decodes their values on
+    /// other threads with [`crate::decode_value`] and [`Self::cipher`] (the stream spreads
+    /// decoding over the cores with encryption, leaving the reader thread only the walk through
+    /// the tree, and no value is copied). Unreadable ranges come as `LeafItem::Lost`.
+    pub fn session_leaves(&self, start_after: Option<Vec<u8>>) -> LeafScanner {
+        self.leaves(INBOUND_GROUP_SESSIONS, start_after)
     }
 
     /// The store cipher, if the store has one: what [`crate::decode_value`] needs.
@@ -120,12 +118,15 @@ impl SledStore {
     /// Streams the entries of any tree, each decoded by `decode`, in Sled key order. A tree the
     /// store lacks yields nothing.
     pub fn entries<T>(&self, tree: &'static str, decode: Decoder<T>, start_after: Option<Vec<u8>>) -> TreeScanner<T> {
+        TreeScanner::new(self.leaves(tree, start_after), decode, self.cipher.clone())
+    }
+
+    fn leaves(&self, tree: &'static str, start_after: Option<Vec<u8>>) -> LeafScanner {
         let start = match &start_after {
             Some(key) => Bound::Excluded(key.as_slice()),
             None => Bound::Unbounded,
         };
-        let scan = sled_readonly::Scan::new(self.db.clone(), tree.as_bytes(), start);
-        TreeScanner::new(scan, decode, self.cipher.clone(), self.lock.clone())
+        LeafScanner::new(sled_readonly::Scan::new(self.db.clone(), tree.as_bytes(), start), self.lock.clone())
     }
 }
 
@@ -134,10 +135,6 @@ fn folder_bytes(dir: &std::path::Path) -> u64 {
     tree_copy::list_tree(dir)
         .map(|tree| tree.files.iter().map(|f| f.metadata.len()).sum())
         .unwrap_or(0)
-}
-
-fn raw_entry(_key: &[u8], value: &[u8], _cipher: Option<&StoreCipher>) -> Result<Zeroizing<Vec<u8>>, crate::Damage> {
-    Ok(Zeroizing::new(value.to_vec()))
 }
 
 fn read_account_identity(db: &Db, cipher: Option<&StoreCipher>) -> (Option<String>, Option<String>) {
