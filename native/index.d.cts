@@ -61,15 +61,25 @@ export declare class TreeJob {
 export declare function availableSpace(dir: string): number | null
 
 /**
- * One `KeyBackupData` with the room and session it is filed under. The data comes as its JSON
- * text, serialized here on the encryption threads: JavaScript only splices it into request bodies
- * (one string per key crosses into V8 instead of an object of seven fields it would stringify).
+ * A batch's encrypted keys in a few values rather than an object per key (which JavaScript would
+ * receive as three strings each): their fragments in one string, and where each ends and which
+ * room it is for.
  */
-export interface BackupEntry {
-  roomId: string
-  sessionId: string
-  /** `{"first_message_index":…,"forwarded_count":…,"is_verified":false,"session_data":{…}}` */
-  keyBackupData: string
+export interface BackupEntries {
+  /**
+   * `"sessionId":{KeyBackupData}` of each key, one after another: the members of a room's
+   * `sessions` object in a `PUT /room_keys/keys` body.
+   */
+  fragments: string
+  /**
+   * Where each key's fragment ends in `fragments`, in UTF-16 units as JavaScript slices
+   * (bytes, for fragments that are ASCII: all but a key file's odd session ID).
+   */
+  ends: Uint32Array
+  /** Each key's room, as an index into `rooms`. */
+  roomOf: Uint32Array
+  /** The rooms of the batch's keys, each once. */
+  rooms: Array<string>
 }
 
 export interface BackupEntryIn {
@@ -222,7 +232,8 @@ export interface SessionBatch {
   exportedJson?: Buffer
   /** `exported` mode: the room of each key in `exported_json`, in order (for per-room counts). */
   exportedRooms: Array<string>
-  backup: Array<BackupEntry>
+  /** `backup` mode: the batch's encrypted keys. */
+  backup?: BackupEntries
   digests: Array<KeyDigest>
   damaged: Array<DamagedRecord>
   /** Entries visited so far in this run, damaged ones included. */

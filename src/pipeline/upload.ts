@@ -13,7 +13,7 @@ import { ToolError } from '../errors.js';
 import type { Output } from '../log.js';
 import type { MatrixClient } from '../matrix/client.js';
 import { BodyTooLarge, putRoomKeys } from '../matrix/key-backup.js';
-import { SessionBatches, type BackupEntry, type DamagedRecord, type KeySource } from '../store/sessions.js';
+import { SessionBatches, type BackupEntries, type DamagedRecord, type KeySource } from '../store/sessions.js';
 import { damagedEntryError } from './damaged.js';
 
 export interface UploadOptions {
@@ -44,18 +44,37 @@ export interface UploadSummary {
   finalBodyLimit: number;
 }
 
-interface Part {
-  seq: number;
-  entries: BackupEntry[];
+/** One encrypted key: its room, and its `"sessionId":{KeyBackupData}` member of the room's
+ * `sessions` object (a slice of the batch's fragments, made by the binding). */
+interface Entry {
+  roomId: string;
+  fragment: string;
 }
 
-/** The entries' `KeyBackupData` JSON (made by the binding) filed under their rooms and sessions. */
-export function buildBody(entries: BackupEntry[]): string {
+interface Part {
+  seq: number;
+  entries: Entry[];
+}
+
+/** A batch's encrypted keys, one by one. */
+export function batchEntries(backup: BackupEntries): Entry[] {
+  const entries: Entry[] = new Array(backup.ends.length);
+  let start = 0;
+  for (let i = 0; i < backup.ends.length; i++) {
+    const end = backup.ends[i]!;
+    entries[i] = { roomId: backup.rooms[backup.roomOf[i]!]!, fragment: backup.fragments.slice(start, end) };
+    start = end;
+  }
+  return entries;
+}
+
+/** The entries filed under their rooms: a `PUT /room_keys/keys` body. */
+export function buildBody(entries: Entry[]): string {
   const rooms = new Map<string, string[]>();
   for (const e of entries) {
     let list = rooms.get(e.roomId);
     if (!list) rooms.set(e.roomId, (list = []));
-    list.push(`${JSON.stringify(e.sessionId)}:${e.keyBackupData}`);
+    list.push(e.fragment);
   }
   const parts: string[] = [];
   for (const [room, sessions] of rooms) parts.push(`${JSON.stringify(room)}:{"sessions":{${sessions.join(',')}}}`);
@@ -63,10 +82,10 @@ export function buildBody(entries: BackupEntry[]): string {
 }
 
 const ENVELOPE_BYTES = 64;
-/** Serialized size of one entry inside a body, so the limit holds: the data (ASCII JSON), the
- * session ID and the room ID (worst case: a room of its own), quotes and punctuation. */
-function entryBytes(e: BackupEntry): number {
-  return e.keyBackupData.length + e.sessionId.length + e.roomId.length + 32;
+/** Serialized size of one entry inside a body, so the limit holds: its fragment (ASCII JSON) and
+ * the room ID (worst case: a room of its own), quotes and punctuation. */
+function entryBytes(e: Entry): number {
+  return e.fragment.length + e.roomId.length + 32;
 }
 
 /** The stream of batches into the backup, with V8's heap held near its live size. */
@@ -164,10 +183,11 @@ async function streamUpload(opts: UploadOptions): Promise<UploadSummary> {
         summary.damaged++;
         await opts.onDamaged?.(d);
       }
+      const entries = batch.backup ? batchEntries(batch.backup) : [];
       const seq = batches.length;
-      batches.push({ resumeAfter: batch.resumeAfter, remaining: batch.backup.length, entries: batch.backup.length, damaged: batch.damaged.length });
+      batches.push({ resumeAfter: batch.resumeAfter, remaining: entries.length, entries: entries.length, damaged: batch.damaged.length });
       let part: Part = { seq, entries: [] };
-      for (const entry of batch.backup) {
+      for (const entry of entries) {
         const size = entryBytes(entry);
         if (pendingBytes + size > bodyLimit && (pending.length > 0 || part.entries.length > 0)) {
           if (part.entries.length) pending.push(part);
@@ -180,7 +200,7 @@ async function streamUpload(opts: UploadOptions): Promise<UploadSummary> {
         pendingBytes += size;
       }
       if (part.entries.length) pending.push(part);
-      if (batch.backup.length === 0) advance();
+      if (entries.length === 0) advance();
     }
     if (pending.length) await launch(pending);
     await Promise.all(running);

@@ -8,7 +8,7 @@ import { call, native, type Binding } from './native.js';
 
 export type SessionBatch = Binding.SessionBatch;
 export type StoreInfo = Binding.StoreInfo;
-export type BackupEntry = Binding.BackupEntry;
+export type BackupEntries = Binding.BackupEntries;
 export type DamagedRecord = Binding.DamagedRecord;
 
 export interface StoreSource {

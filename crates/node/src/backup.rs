@@ -67,20 +67,18 @@ pub struct SessionData {
     pub mac: String,
 }
 
-/// One `KeyBackupData` with the room and session it is filed under. The data comes as its JSON
-/// text, serialized here on the encryption threads: JavaScript only splices it into request bodies
-/// (one string per key crosses into V8 instead of an object of seven fields it would stringify).
-#[napi(object)]
-pub struct BackupEntry {
+/// One encrypted key as it goes into a request body, with the room it is filed under.
+pub(crate) struct BackupEntry {
     pub room_id: String,
-    pub session_id: String,
-    /// `{"first_message_index":…,"forwarded_count":…,"is_verified":false,"session_data":{…}}`
-    pub key_backup_data: String,
+    /// `"<session ID>":{"first_message_index":…,"forwarded_count":…,"is_verified":false,"session_data":{…}}`:
+    /// the session's member of the room's `sessions` object, made here on the encryption threads,
+    /// so that JavaScript only splices text into request bodies.
+    pub fragment: String,
 }
 
 /// `first_message_index` is the key's (bytes 1..5 of its session key), which the source already
-/// knows: a key exported at index n starts at n. The key is consumed: its room and session IDs move
-/// into the entry.
+/// knows: a key exported at index n starts at n. The key is consumed: its room ID moves into the
+/// entry.
 pub(crate) fn backup_entry(
     encryptor: &BackupEncryptor,
     k: ExportedRoomKey,
@@ -93,10 +91,13 @@ pub(crate) fn backup_entry(
         is_verified: false,
         session_data: encryptor.encrypt_session(&k.backed_up_json()),
     };
+    let mut fragment = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut fragment, &k.session_id).expect("a string serializes");
+    fragment.push(b':');
+    serde_json::to_writer(&mut fragment, &data).expect("KeyBackupData serializes");
     BackupEntry {
         room_id: k.room_id,
-        session_id: k.session_id,
-        key_backup_data: serde_json::to_string(&data).expect("KeyBackupData serializes"),
+        fragment: String::from_utf8(fragment).expect("serde_json writes UTF-8"),
     }
 }
 

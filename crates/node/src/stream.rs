@@ -58,7 +58,8 @@ pub struct SessionBatch {
     pub exported_json: Option<Buffer>,
     /// `exported` mode: the room of each key in `exported_json`, in order (for per-room counts).
     pub exported_rooms: Vec<String>,
-    pub backup: Vec<BackupEntry>,
+    /// `backup` mode: the batch's encrypted keys.
+    pub backup: Option<BackupEntries>,
     pub digests: Vec<KeyDigest>,
     pub damaged: Vec<DamagedRecord>,
     /// Entries visited so far in this run, damaged ones included.
@@ -444,11 +445,52 @@ enum BackupOutcome {
     Damaged(DamagedRecord),
 }
 
+/// A batch's encrypted keys in a few values rather than an object per key (which JavaScript would
+/// receive as three strings each): their fragments in one string, and where each ends and which
+/// room it is for.
+#[napi(object)]
+pub struct BackupEntries {
+    /// `"sessionId":{KeyBackupData}` of each key, one after another: the members of a room's
+    /// `sessions` object in a `PUT /room_keys/keys` body.
+    pub fragments: String,
+    /// Where each key's fragment ends in `fragments`, in UTF-16 units as JavaScript slices
+    /// (bytes, for fragments that are ASCII: all but a key file's odd session ID).
+    pub ends: Uint32Array,
+    /// Each key's room, as an index into `rooms`.
+    pub room_of: Uint32Array,
+    /// The rooms of the batch's keys, each once.
+    pub rooms: Vec<String>,
+}
+
+impl BackupEntries {
+    fn collect(entries: Vec<BackupEntry>) -> Self {
+        let mut fragments = String::with_capacity(entries.iter().map(|e| e.fragment.len()).sum());
+        let (mut ends, mut room_of) = (Vec::with_capacity(entries.len()), Vec::with_capacity(entries.len()));
+        let mut rooms: Vec<String> = Vec::new();
+        let mut end = 0usize;
+        for entry in entries {
+            fragments.push_str(&entry.fragment);
+            end += if entry.fragment.is_ascii() { entry.fragment.len() } else { entry.fragment.encode_utf16().count() };
+            ends.push(end as u32);
+            // A batch holds a few hundred keys over a few rooms: a linear search is the fastest.
+            let room = match rooms.iter().position(|r| *r == entry.room_id) {
+                Some(i) => i,
+                None => {
+                    rooms.push(entry.room_id);
+                    rooms.len() - 1
+                }
+            };
+            room_of.push(room as u32);
+        }
+        BackupEntries { fragments, ends: Uint32Array::new(ends), room_of: Uint32Array::new(room_of), rooms }
+    }
+}
+
 fn build_batch(items: Vec<SourceItem>, mode: &Mode, cipher: Option<&StoreCipher>, position: u64) -> SessionBatch {
     let mut batch = SessionBatch {
         exported_json: None,
         exported_rooms: Vec::new(),
-        backup: Vec::new(),
+        backup: None,
         digests: Vec::new(),
         damaged: Vec::new(),
         position: position as i64,
@@ -470,13 +512,14 @@ fn build_batch(items: Vec<SourceItem>, mode: &Mode, cipher: Option<&StoreCipher>
                 SourceItem::Stored { .. } => unreachable!("decode_raw decodes every stored value"),
             })
             .collect();
-        batch.backup.reserve(outcomes.len());
+        let mut entries = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             match outcome {
-                BackupOutcome::Entry(entry) => batch.backup.push(entry),
+                BackupOutcome::Entry(entry) => entries.push(entry),
                 BackupOutcome::Damaged(record) => batch.damaged.push(record),
             }
         }
+        batch.backup = Some(BackupEntries::collect(entries));
         return batch;
     }
     let items: Vec<SourceItem> = items.into_par_iter().map(|item| decode_raw(item, cipher)).collect();
