@@ -29,7 +29,9 @@ fn main() {
     let copy = tempfile::tempdir().unwrap();
     copy_dir(&dir, copy.path());
     let started = Instant::now();
-    let genuine = sled::Config::new().path(copy.path()).open().expect("sled opens the copy");
+    // Sled refuses to open a database with another segment size than the one it was made with.
+    let segment_size = ours.parameters().segment_size as usize;
+    let genuine = sled::Config::new().path(copy.path()).segment_size(segment_size).open().expect("sled opens the copy");
     eprintln!("sled: open {:.2} s", started.elapsed().as_secs_f64());
 
     let mut genuine_names: Vec<Vec<u8>> = genuine.tree_names().iter().map(|n| n.to_vec()).collect();

@@ -26,6 +26,10 @@ pub enum Error {
     Log { lsn: Lsn, detail: String },
     #[error("the database's table of trees (page 0) cannot be read: {0}")]
     Meta(PageError),
+    #[error("the database's ID counter (page 1) cannot be read: {0}; Sled's open fails on it too")]
+    Counter(PageError),
+    #[error("page {pid} is missing from the recovered page table, below pages that are there; Sled's open panics on such a table")]
+    PageTable { pid: PageId },
 }
 
 impl Error {

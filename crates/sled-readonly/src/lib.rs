@@ -38,7 +38,7 @@ pub use recovery::{RecoveryReport, StorageParameters};
 pub use scan::{Entries, Leaf, LostRange, Scan};
 
 use crate::codec::Cursor;
-use crate::log::{read_blob, read_message, Body, LogRead, MessageAt, META_PID};
+use crate::log::{read_blob, read_message, Body, LogRead, MessageAt, COUNTER_PID, META_PID};
 use crate::node::Node;
 use crate::pages::{Fragment, PageState, PageTable};
 
@@ -79,6 +79,7 @@ impl Db {
             report: recovered.report,
         };
         db.trees = db.read_meta().map_err(Error::Meta)?;
+        db.check_counter().map_err(Error::Counter)?;
         Ok(Arc::new(db))
     }
 
@@ -142,6 +143,25 @@ impl Db {
             trees.insert(bytes[name].to_vec(), root);
         }
         Ok(trees)
+    }
+
+    /// Sled's open reads the ID counter (page 1) along with the table of trees and fails when
+    /// it cannot; nothing here needs its value, only to fail where Sled does.
+    fn check_counter(&self) -> Result<(), PageError> {
+        let fragments = match self.pages.get(COUNTER_PID) {
+            PageState::Present(fragments) => fragments,
+            // Sled creates it when the table ends before it.
+            PageState::Absent => return Ok(()),
+            PageState::Freed => return Err(PageError::Freed { pid: COUNTER_PID }),
+        };
+        let (body, bytes) = self.read_fragment(COUNTER_PID, &fragments[0])?;
+        if body != Body::Counter {
+            return Err(PageError::Undecodable { pid: COUNTER_PID, detail: format!("its base is a {body:?} message") });
+        }
+        Cursor::new(&bytes)
+            .varint("ID counter")
+            .map(drop)
+            .map_err(|e| PageError::Undecodable { pid: COUNTER_PID, detail: e.to_string() })
     }
 
     /// Reads one node: its base, then every fragment linked onto it, in order.

@@ -24,6 +24,7 @@ pub(crate) const MAX_MSG_HEADER_LEN: usize = 32;
 const HEADER_PROBE: usize = 128;
 
 pub(crate) const META_PID: PageId = 0;
+pub(crate) const COUNTER_PID: PageId = 1;
 /// Sled's pids fit in 37 bits on 64-bit targets; anything larger is not a page of this store.
 pub(crate) const MAX_PID: PageId = (1 << 37) - 1;
 

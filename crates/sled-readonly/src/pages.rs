@@ -26,6 +26,10 @@ pub(crate) enum PageState {
 #[derive(Debug, Default)]
 pub(crate) struct PageTable {
     pages: Vec<PageState>,
+    /// How far a link to a page past the end would have grown Sled's own table: Sled grows it to
+    /// hold the page, finds no base there and pops the page alone, so the pages between the old
+    /// end and it stay in its table, never initialized.
+    dangling_end: PageId,
 }
 
 /// A page ID past what Sled can allocate: the message is not what it claims.
@@ -62,15 +66,31 @@ impl PageTable {
             PageEffect::Replace => *self.slot(pid)? = PageState::Present(vec![fragment]),
             PageEffect::Free => *self.slot(pid)? = PageState::Freed,
             PageEffect::Link => {
-                // Read without growing the table: a dangling link leaves no trace.
-                if let Some(PageState::Present(fragments)) = usize::try_from(pid).ok().and_then(|i| self.pages.get_mut(i)) {
-                    if fragments.last().is_some_and(|last| last.lsn < fragment.lsn) {
-                        fragments.push(fragment);
+                // Read without growing the table: a dangling link leaves no fragment, only
+                // (past the end) the pages Sled's table would have grown by.
+                match usize::try_from(pid).ok().and_then(|i| self.pages.get_mut(i)) {
+                    Some(PageState::Present(fragments)) => {
+                        if fragments.last().is_some_and(|last| last.lsn < fragment.lsn) {
+                            fragments.push(fragment);
+                        }
                     }
+                    Some(_) => {}
+                    None => self.dangling_end = self.dangling_end.max(pid),
                 }
             }
         }
         Ok(())
+    }
+
+    /// The first page below the end of Sled's table that has no state: Sled's open panics on
+    /// such a table (it can neither write it into its new snapshot nor load it), since it
+    /// allocates pages in log order and a sound log recovers them without gaps.
+    pub fn first_hole(&self) -> Option<PageId> {
+        if let Some(i) = self.pages.iter().position(|page| *page == PageState::Absent) {
+            return Some(i as PageId);
+        }
+        let len = self.pages.len() as PageId;
+        (self.dangling_end > len).then_some(len)
     }
 
     fn slot(&mut self, pid: PageId) -> Result<&mut PageState, PidOutOfRange> {

@@ -15,7 +15,8 @@ use zeroize::Zeroizing;
 use crate::codec::{Cursor, Malformed};
 use crate::error::Error;
 use crate::log::{
-    read_message, valid_entry_offset, LogOffset, LogRead, Lsn, MessageAt, ReadAt, SegmentBuf, SegmentHeader, SEG_HEADER_LEN,
+    read_message, valid_entry_offset, LogOffset, LogRead, Lsn, MessageAt, ReadAt, SegmentBuf, SegmentHeader, MAX_MSG_HEADER_LEN,
+    SEG_HEADER_LEN,
 };
 use crate::pages::{Fragment, PageState, PageTable};
 
@@ -366,6 +367,27 @@ pub(crate) fn recover(dir: &Path, file: &File, params: &StorageParameters) -> Re
             .apply(message.effect, message.pid, message.fragment)
             .map_err(|e| Error::Log { lsn: message.fragment.lsn, detail: format!("page {} is out of range", e.0) })?;
         replayed += 1;
+    }
+    // Sled's open then writes a snapshot of where the log ended, and refuses the database when
+    // that is before the stable LSN of the snapshot it started from (the log lost messages the
+    // snapshot's pages may point to). Its stable LSN: where the log iterator stopped, or the
+    // next segment when no message fits in what is left of that one.
+    if let Some(iterated) = iter.cur_lsn {
+        let progress = iterated % segment_size as Lsn;
+        let recovered = if progress + MAX_MSG_HEADER_LEN as Lsn >= segment_size as Lsn {
+            iterated - progress + segment_size as Lsn
+        } else {
+            iterated
+        };
+        if recovered < stable_lsn.unwrap_or(0) {
+            return Err(Error::Log {
+                lsn: recovered,
+                detail: format!("the log ends before LSN {}, which the snapshot says is stable", stable_lsn.unwrap_or(0)),
+            });
+        }
+    }
+    if let Some(pid) = pages.first_hole() {
+        return Err(Error::PageTable { pid });
     }
     pages.shrink();
     Ok(Recovered {

@@ -1,9 +1,10 @@
 //! Walking a tree in key order, one leaf at a time, the way Sled's iterator does: find the leaf
 //! holding a key by descending from the root (index nodes pick the child by key; a node whose
 //! high bound is at or below the key hands over to its right sibling, which is how a split that
-//! its parent has not yet heard of, or a merge, stays readable), read it, and go on from its
-//! high bound. Sled itself finishes such half-done splits and merges while it reads (writing to
-//! the store); reading around them gives the same keys and values.
+//! its parent has not yet heard of, or a merge, stays readable), read it, and go on from the end
+//! of its range (its high bound, or the start of the next child in the index above it, if that
+//! comes first). Sled itself finishes such half-done splits and merges while it reads (writing
+//! to the store); reading around them gives the same keys and values.
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -94,17 +95,19 @@ pub struct LostRange {
     pub error: PageError,
 }
 
-/// One leaf's entries from where the scan stood.
+/// One leaf's entries from where the scan stood to where the leaf's range ends.
 pub struct Leaf {
     node: Arc<Node>,
     start: usize,
+    /// Past the last entry that belongs to this leaf's range (see `Scan::next_leaf`).
+    end: usize,
 }
 
 impl Leaf {
     /// The entries in key order: whole key (the node's prefix put back) and value.
     pub fn entries(&self) -> impl Iterator<Item = (Vec<u8>, &[u8])> + '_ {
         let prefix = self.node.prefix();
-        self.node.entries_from(self.start).map(move |(suffix, value)| {
+        self.node.entries_from(self.start).take(self.len()).map(move |(suffix, value)| {
             let mut key = Vec::with_capacity(prefix.len() + suffix.len());
             key.extend_from_slice(prefix);
             key.extend_from_slice(suffix);
@@ -114,12 +117,15 @@ impl Leaf {
 
     /// The `i`-th entry of [`Self::entries`], by position.
     pub fn entry(&self, i: usize) -> Option<(Vec<u8>, &[u8])> {
+        if i >= self.len() {
+            return None;
+        }
         let (suffix, value) = self.node.entries_from(self.start + i).next()?;
         Some(([self.node.prefix(), suffix].concat(), value))
     }
 
     pub fn len(&self) -> usize {
-        self.node.len().saturating_sub(self.start)
+        self.end.min(self.node.len()).saturating_sub(self.start)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -157,19 +163,36 @@ impl Scan {
             let root = self.root?;
             let key = self.next.take()?;
             match find_leaf(&self.db, &mut self.cache, root, &key) {
-                Ok((node, _)) => {
+                Ok((node, upper)) => {
+                    // The leaf's range ends at its high bound, or where the index nodes above
+                    // it say the next child begins, whichever comes first. In a sound tree
+                    // they agree, or the leaf holds a merged sibling's entries while its parent
+                    // still lists that sibling (a merge Sled had not confirmed): the sibling,
+                    // capped, holds the same entries. They disagree otherwise only where a
+                    // page lost its newest version (its blob gone, or the rest of its segment
+                    // unreadable) and went back to one from before a split: the entries past
+                    // the separator are stale, and the child the index names for them has the
+                    // current ones, the ones Sled's `get` (and `Db::get` here) finds. Sled's
+                    // iterator finds them too when the stale leaf has more than 16 entries: it
+                    // splits the leaf on its way, at the point it split it the first time, and
+                    // goes on through the index; a smaller stale leaf it reads to its stale end.
+                    let end = match (node.hi(), upper) {
+                        (hi, None) if hi.is_empty() => None,
+                        (hi, None) => Some(hi.to_vec()),
+                        (hi, Some(upper)) if hi.is_empty() || upper.as_slice() < hi => Some(upper),
+                        (hi, Some(_)) => Some(hi.to_vec()),
+                    };
+                    let end_index = end.as_ref().map_or(node.len(), |end| node.position_of(end));
                     let mut start = node.position_of(&key);
                     if self.skip_equal {
                         self.skip_equal = false;
-                        let leaf = Leaf { node: node.clone(), start };
+                        let leaf = Leaf { node: node.clone(), start, end: end_index };
                         if leaf.entries().next().is_some_and(|(k, _)| k == key) {
                             start += 1;
                         }
                     }
-                    if !node.hi().is_empty() {
-                        self.next = Some(node.hi().to_vec());
-                    }
-                    let leaf = Leaf { node, start };
+                    self.next = end;
+                    let leaf = Leaf { node, start, end: end_index };
                     if !leaf.is_empty() {
                         return Some(Ok(leaf));
                     }
