@@ -276,6 +276,8 @@ export interface StoreInfo {
   accountUserId?: string
   accountDeviceId?: string
   storeBytes: number
+  /** Why Sled's own open would refuse this store, which is read anyway: to be told to the user. */
+  sledWouldRefuse: Array<string>
 }
 
 export interface StoreScanSummary {
@@ -284,6 +286,8 @@ export interface StoreScanSummary {
   damaged: number
   /** Each room with its distinct keys, in the order first read. */
   rooms: Array<RoomKeyCount>
+  /** Why Sled's own open would refuse this store, which is read anyway: to be told to the user. */
+  sledWouldRefuse: Array<string>
 }
 
 export interface StreamOptions {

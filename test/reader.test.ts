@@ -132,3 +132,21 @@ test('a store held by a running bot is refused (exit 4) and left alone', async (
   t.regex(r.stderr, /in use by another process.*stop the bot/);
   t.deepEqual(treeHashes(f.store), before);
 });
+
+test('a store Sled itself would refuse (a killed snapshot write left a damaged snap.*.generating): every key read, the user warned, nothing written', async (t) => {
+  const f = copyFixture(committedFixture('empty-passphrase'));
+  t.teardown(() => fs.rm(f.dir, { recursive: true, force: true }));
+  const sled = path.join(f.store, 'matrix-sdk-crypto');
+  // What an open killed while writing its snapshot leaves: a newer, unfinished snapshot file.
+  const snapshot = (await fs.readdir(sled)).find((n) => n.startsWith('snap.'))!;
+  const bytes = await fs.readFile(path.join(sled, snapshot));
+  await fs.writeFile(path.join(sled, 'snap.7FFFFFFFFFFFFFFF.generating'), bytes.subarray(0, bytes.length >> 1));
+  const before = treeHashes(f.store);
+  const mig = await tempDir(t);
+  const r = await runCli(['extract'], { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig });
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, /Sled itself would refuse to open this store \(the unfinished snapshot .*snap\.7FFFFFFFFFFFFFFF\.generating is damaged/);
+  const out = JSON.parse(await fs.readFile(path.join(mig, 'extracted-keys.json'), 'utf8')) as { keys: ExpectedKey[] };
+  t.deepEqual(out.keys.map(keyIdentity).sort(), f.expected.keys.map(keyIdentity).sort());
+  t.deepEqual(treeHashes(f.store), before, 'the source store is byte-identical afterwards');
+});

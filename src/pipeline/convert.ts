@@ -7,7 +7,7 @@
 import type { Output } from '../log.js';
 import { JsonArrayFile } from '../migration/json-array-file.js';
 import { call, native } from '../store/native.js';
-import type { StoreSource } from '../store/sessions.js';
+import { warnSledWouldRefuse, type StoreSource } from '../store/sessions.js';
 
 export interface TreeCount {
   tree: string;
@@ -42,6 +42,7 @@ export interface ConvertReport {
   has_cross_signing_identity: boolean;
   written: string | null;
   moved_aside: string | null;
+  sled_would_refuse: string[];
 }
 
 export interface ConvertOptions {
@@ -92,6 +93,7 @@ export async function convertStore(opts: ConvertOptions): Promise<ConvertReport>
     clearInterval(poll);
     for (const bar of bars.values()) bar.end();
   }
+  warnSledWouldRefuse(out, report.sled_would_refuse);
   if (report.damaged.length > 0) {
     const failed = await JsonArrayFile.create<ConvertedDamage>(opts.failedOutputPath, { version: 1, command: 'convert' }, 'failed');
     for (const d of report.damaged) await failed.push(d);

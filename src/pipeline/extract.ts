@@ -8,7 +8,7 @@ import type { Output } from '../log.js';
 import { writeFileAtomic } from '../migration/atomic-file.js';
 import { JsonArrayFile } from '../migration/json-array-file.js';
 import { call, native } from '../store/native.js';
-import { SessionBatches, type DamagedRecord, type StoreSource } from '../store/sessions.js';
+import { SessionBatches, warnSledWouldRefuse, type DamagedRecord, type StoreSource } from '../store/sessions.js';
 
 export interface ExtractOptions {
   source: StoreSource;
@@ -39,6 +39,7 @@ export async function extractKeys(opts: ExtractOptions): Promise<ExtractSummary>
   const { out } = opts;
   const batches = await SessionBatches.open(opts.source, { mode: 'exported' });
   out.verbose(`store: version ${batches.info.storeVersion ?? 'unknown'}, cipher ${batches.info.cipherFormat ?? 'none'}, device ${batches.info.deviceId ?? 'unknown'}`);
+  warnSledWouldRefuse(out, batches.info.sledWouldRefuse);
   const keysFile: KeysSink =
     opts.format === 'json' ? await JsonArrayFile.create<unknown>(opts.outputPath, { version: 1 }, 'keys') : new MegolmExportFile(opts.outputPath, opts.exportPassphrase ?? '');
   let failedFile: JsonArrayFile<unknown> | undefined;

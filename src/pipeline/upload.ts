@@ -13,7 +13,7 @@ import { ToolError } from '../errors.js';
 import type { Output } from '../log.js';
 import type { MatrixClient } from '../matrix/client.js';
 import { BodyTooLarge, putRoomKeys } from '../matrix/key-backup.js';
-import { SessionBatches, type BackupEntries, type DamagedRecord, type KeySource } from '../store/sessions.js';
+import { SessionBatches, warnSledWouldRefuse, type BackupEntries, type DamagedRecord, type KeySource } from '../store/sessions.js';
 import { damagedEntryError } from './damaged.js';
 
 export interface UploadOptions {
@@ -171,6 +171,7 @@ async function streamUpload(opts: UploadOptions): Promise<UploadSummary> {
     { mode: 'backup', backupPublicKey: opts.publicKey },
     { startAfter: opts.startAfter, batchSize: opts.batchSize, readAhead: opts.readAhead },
   );
+  warnSledWouldRefuse(out, stream.info.sledWouldRefuse);
   try {
     let pending: Part[] = [];
     let pendingBytes = ENVELOPE_BYTES;

@@ -9,7 +9,7 @@ import type { MatrixClient } from '../matrix/client.js';
 import { currentBackup, getRoomKeysText, getSessionKey } from '../matrix/key-backup.js';
 import { withCappedHeapGrowth } from '../pipeline/heap.js';
 import { call, native } from '../store/native.js';
-import { closeOnSignal, SessionBatches, type StoreSource } from '../store/sessions.js';
+import { closeOnSignal, SessionBatches, warnSledWouldRefuse, type StoreSource } from '../store/sessions.js';
 import type { StepContext } from './context.js';
 import { ourCurrentBackup } from './upload.js';
 
@@ -95,6 +95,7 @@ async function checkEveryKey(opts: VerifyOptions, report: VerifyReport, notCurre
   }
   progress.update(summary.keys);
   progress.end();
+  warnSledWouldRefuse(opts.out, summary.sledWouldRefuse);
   report.keysInStore = summary.keys;
   report.damagedInStore = summary.damaged;
   if (notCurrent) return notCurrent();

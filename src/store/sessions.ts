@@ -4,6 +4,7 @@
  * batches and waits while we are busy, so a slow consumer slows the reader and memory stays flat.
  * Leaving a `for await` early (break, throw) closes the stream: the source lock is released.
  */
+import type { Output } from '../log.js';
 import { call, native, type Binding } from './native.js';
 
 export type SessionBatch = Binding.SessionBatch;
@@ -14,6 +15,16 @@ export type DamagedRecord = Binding.DamagedRecord;
 export interface StoreSource {
   cryptoStorePath: string;
   passphrase: string;
+}
+
+/**
+ * The reader recovers stores that Sled's own open refuses (a damaged unfinished snapshot, a log
+ * that lost what its snapshot points to): the keys that can still be read are the ones most
+ * worth saving. The user is told, once per command, what Sled would have refused.
+ */
+export function warnSledWouldRefuse(out: Output, reasons: readonly string[]): void {
+  if (reasons.length === 0) return;
+  out.warn(`Sled itself would refuse to open this store (${reasons.join('; ')}); every key that can still be read is read, and what cannot is reported as damaged`);
 }
 
 /** Keys that already exist as a file (`upload --from`): extracted-keys.json, a JSON array, an Element export. */

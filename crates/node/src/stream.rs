@@ -78,6 +78,8 @@ pub struct StoreInfo {
     pub account_user_id: Option<String>,
     pub account_device_id: Option<String>,
     pub store_bytes: i64,
+    /// Why Sled's own open would refuse this store, which is read anyway: to be told to the user.
+    pub sled_would_refuse: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -253,6 +255,7 @@ pub async fn open_key_file_stream(options: KeyFileStreamOptions) -> Result<Sessi
         account_user_id: None,
         account_device_id: None,
         store_bytes: bytes as i64,
+        sled_would_refuse: Vec::new(),
     };
     SessionStream::start(
         info,
@@ -568,6 +571,7 @@ fn store_info(store: &SledStore) -> StoreInfo {
         account_user_id: i.account_user_id.clone(),
         account_device_id: i.account_device_id.clone(),
         store_bytes: i.store_bytes as i64,
+        sled_would_refuse: i.sled_would_refuse.clone(),
     }
 }
 
@@ -643,6 +647,7 @@ impl SessionStream {
             account_user_id: i.account_user_id.clone(),
             account_device_id: i.account_device_id.clone(),
                 store_bytes: i.store_bytes,
+            sled_would_refuse: i.sled_would_refuse.clone(),
         }
     }
 

@@ -49,6 +49,8 @@ pub struct StoreScanSummary {
     pub damaged: i64,
     /// Each room with its distinct keys, in the order first read.
     pub rooms: Vec<RoomKeyCount>,
+    /// Why Sled's own open would refuse this store, which is read anyway: to be told to the user.
+    pub sled_would_refuse: Vec<String>,
 }
 
 #[napi(object)]
@@ -148,6 +150,7 @@ pub struct StoreFingerprints {
     damaged: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     outcome: Outcome<()>,
+    sled_would_refuse: Vec<String>,
 }
 
 fn open_store(options: &FingerprintScanOptions) -> std::result::Result<SledStore, sled_store::OpenError> {
@@ -183,6 +186,7 @@ pub async fn start_fingerprint_scan(options: FingerprintScanOptions) -> Result<S
         .await
         .map_err(|e| Error::from_reason(e.to_string()))?
         .map_err(open_error)?;
+    let sled_would_refuse = store.info().sled_would_refuse.clone();
     limit_malloc_arenas();
     crate::pool::start_crypto_pool();
     let set = Arc::new(Mutex::new(FingerprintSet::with_capacity(options.expected_keys.unwrap_or(0) as usize)));
@@ -240,7 +244,7 @@ pub async fn start_fingerprint_scan(options: FingerprintScanOptions) -> Result<S
             Ok(())
         })?
     };
-    Ok(StoreFingerprints { options, set, keys, damaged, stop, outcome })
+    Ok(StoreFingerprints { options, set, keys, damaged, stop, outcome, sled_would_refuse })
 }
 
 #[napi]
@@ -262,6 +266,7 @@ impl StoreFingerprints {
             keys: self.keys.load(Ordering::Relaxed) as i64,
             damaged: self.damaged.load(Ordering::Relaxed) as i64,
             rooms: set.rooms().map(|(room_id, keys)| RoomKeyCount { room_id: room_id.to_owned(), keys }).collect(),
+            sled_would_refuse: self.sled_would_refuse.clone(),
         })
     }
 

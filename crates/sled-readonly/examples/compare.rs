@@ -24,14 +24,22 @@ fn main() {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).expect("usage: compare SLED_DIR"));
     let started = Instant::now();
     let ours = sled_readonly::Db::open(&dir).expect("sled-readonly opens it");
-    eprintln!("sled-readonly: open {:.2} s, {:?}", started.elapsed().as_secs_f64(), ours.recovery());
+    eprintln!(
+        "sled-readonly: open {:.2} s, {:?}",
+        started.elapsed().as_secs_f64(),
+        ours.recovery()
+    );
 
     let copy = tempfile::tempdir().unwrap();
     copy_dir(&dir, copy.path());
     let started = Instant::now();
     // Sled refuses to open a database with another segment size than the one it was made with.
     let segment_size = ours.parameters().segment_size as usize;
-    let genuine = sled::Config::new().path(copy.path()).segment_size(segment_size).open().expect("sled opens the copy");
+    let genuine = sled::Config::new()
+        .path(copy.path())
+        .segment_size(segment_size)
+        .open()
+        .expect("sled opens the copy");
     eprintln!("sled: open {:.2} s", started.elapsed().as_secs_f64());
 
     let mut genuine_names: Vec<Vec<u8>> = genuine.tree_names().iter().map(|n| n.to_vec()).collect();
@@ -48,8 +56,17 @@ fn main() {
             match (theirs.next(), mine.next()) {
                 (None, None) => break,
                 (Some(Ok((k1, v1))), Some(Ok((k2, v2)))) => {
-                    assert_eq!(&k1[..], &k2[..], "tree {} entry {n}: keys differ", String::from_utf8_lossy(name));
-                    assert!(v1[..] == v2[..], "tree {} entry {n}: values differ", String::from_utf8_lossy(name));
+                    assert_eq!(
+                        &k1[..],
+                        &k2[..],
+                        "tree {} entry {n}: keys differ",
+                        String::from_utf8_lossy(name)
+                    );
+                    assert!(
+                        v1[..] == v2[..],
+                        "tree {} entry {n}: values differ",
+                        String::from_utf8_lossy(name)
+                    );
                 }
                 (a, b) => panic!(
                     "tree {} entry {n}: sled {:?}, sled-readonly {:?}",

@@ -146,8 +146,22 @@ mod tests {
     #[test]
     fn varints_round_trip_at_every_width_boundary() {
         for v in [
-            0u64, 1, 240, 241, 2287, 2288, 67823, 67824, 0xFF_FFFF, 0x100_0000, 0xFFFF_FFFF,
-            0x1_0000_0000, 0xFF_FFFF_FFFF, 0xFFFF_FFFF_FFFF, 0xFF_FFFF_FFFF_FFFF, u64::MAX,
+            0u64,
+            1,
+            240,
+            241,
+            2287,
+            2288,
+            67823,
+            67824,
+            0xFF_FFFF,
+            0x100_0000,
+            0xFFFF_FFFF,
+            0x1_0000_0000,
+            0xFF_FFFF_FFFF,
+            0xFFFF_FFFF_FFFF,
+            0xFF_FFFF_FFFF_FFFF,
+            u64::MAX,
         ] {
             let bytes = encode(v);
             let mut c = Cursor::new(&bytes);
@@ -179,8 +193,14 @@ mod tests {
         assert_eq!(Cursor::new(&[0]).varint_option("o"), Ok(None));
         assert_eq!(Cursor::new(&[8]).varint_option("o"), Ok(Some(7)));
         assert_eq!(Cursor::new(&0i64.to_le_bytes()).i64_option("o"), Ok(None));
-        assert_eq!(Cursor::new(&1i64.to_le_bytes()).i64_option("o"), Ok(Some(0)));
-        assert_eq!(Cursor::new(&(-5i64).to_le_bytes()).i64_option("o"), Ok(Some(-5)));
+        assert_eq!(
+            Cursor::new(&1i64.to_le_bytes()).i64_option("o"),
+            Ok(Some(0))
+        );
+        assert_eq!(
+            Cursor::new(&(-5i64).to_le_bytes()).i64_option("o"),
+            Ok(Some(-5))
+        );
         assert_eq!(Cursor::new(&[0]).nonzero_option("o"), Ok(None));
         assert_eq!(Cursor::new(&[9]).nonzero_option("o"), Ok(Some(9)));
     }

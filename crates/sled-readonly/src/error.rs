@@ -20,16 +20,14 @@ pub enum Error {
     Version(u64, u64),
     #[error("this database stores compressed pages (Sled's `use_compression`), which matrix-rust-sdk never enabled")]
     Compressed,
-    #[error("the snapshot {path} is damaged ({detail}); Sled would refuse to open this database too")]
+    #[error(
+        "the snapshot {path} is damaged ({detail}); Sled would refuse to open this database too"
+    )]
     Snapshot { path: PathBuf, detail: String },
     #[error("the log is damaged at LSN {lsn}: {detail}")]
     Log { lsn: Lsn, detail: String },
     #[error("the database's table of trees (page 0) cannot be read: {0}")]
     Meta(PageError),
-    #[error("the database's ID counter (page 1) cannot be read: {0}; Sled's open fails on it too")]
-    Counter(PageError),
-    #[error("page {pid} is missing from the recovered page table, below pages that are there; Sled's open panics on such a table")]
-    PageTable { pid: PageId },
 }
 
 impl Error {
@@ -46,7 +44,12 @@ pub enum PageError {
     #[error("page {pid} was freed")]
     Freed { pid: PageId },
     #[error("page {pid}'s message at log offset {lid} (LSN {lsn}) is damaged: {detail}")]
-    Damaged { pid: PageId, lsn: Lsn, lid: u64, detail: String },
+    Damaged {
+        pid: PageId,
+        lsn: Lsn,
+        lid: u64,
+        detail: String,
+    },
     #[error("page {pid} does not decode: {detail}")]
     Undecodable { pid: PageId, detail: String },
     #[error("the tree is inconsistent at page {pid}: {detail}")]

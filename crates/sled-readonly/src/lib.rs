@@ -67,7 +67,8 @@ impl Db {
             return Err(Error::Compressed);
         }
         let db_path = dir.join("db");
-        let file = File::open(&db_path).map_err(|e| Error::io(format!("cannot read {}", db_path.display()), e))?;
+        let file = File::open(&db_path)
+            .map_err(|e| Error::io(format!("cannot read {}", db_path.display()), e))?;
         let recovered = recovery::recover(dir, &file, &params)?;
         let mut db = Db {
             dir: dir.to_owned(),
@@ -79,7 +80,11 @@ impl Db {
             report: recovered.report,
         };
         db.trees = db.read_meta().map_err(Error::Meta)?;
-        db.check_counter().map_err(Error::Counter)?;
+        if let Err(e) = db.check_counter() {
+            db.report
+                .sled_would_refuse
+                .push(format!("the ID counter (page 1) cannot be read: {e}"));
+        }
         Ok(Arc::new(db))
     }
 
@@ -116,7 +121,9 @@ impl Db {
 
     /// The value of `key` in `tree`; `Ok(None)` when the tree or the key does not exist.
     pub fn get(&self, tree: &[u8], key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, PageError> {
-        let Some(root) = self.root(tree) else { return Ok(None) };
+        let Some(root) = self.root(tree) else {
+            return Ok(None);
+        };
         let mut cache = scan::IndexCache::default();
         let (leaf, _) = scan::find_leaf(self, &mut cache, root, key).map_err(|(e, _)| e)?;
         Ok(leaf.get(key).map(|v| Zeroizing::new(v.to_vec())))
@@ -132,9 +139,15 @@ impl Db {
         };
         let (body, bytes) = self.read_fragment(META_PID, &fragments[0])?;
         if body != Body::Meta {
-            return Err(PageError::Undecodable { pid: META_PID, detail: format!("its base is a {body:?} message") });
+            return Err(PageError::Undecodable {
+                pid: META_PID,
+                detail: format!("its base is a {body:?} message"),
+            });
         }
-        let undecodable = |e: Malformed| PageError::Undecodable { pid: META_PID, detail: e.to_string() };
+        let undecodable = |e: Malformed| PageError::Undecodable {
+            pid: META_PID,
+            detail: e.to_string(),
+        };
         let mut trees = BTreeMap::new();
         let mut c = Cursor::new(&bytes);
         while !c.is_empty() {
@@ -146,7 +159,7 @@ impl Db {
     }
 
     /// Sled's open reads the ID counter (page 1) along with the table of trees and fails when
-    /// it cannot; nothing here needs its value, only to fail where Sled does.
+    /// it cannot; nothing here needs its value, only to say where Sled would fail.
     fn check_counter(&self) -> Result<(), PageError> {
         let fragments = match self.pages.get(COUNTER_PID) {
             PageState::Present(fragments) => fragments,
@@ -156,12 +169,18 @@ impl Db {
         };
         let (body, bytes) = self.read_fragment(COUNTER_PID, &fragments[0])?;
         if body != Body::Counter {
-            return Err(PageError::Undecodable { pid: COUNTER_PID, detail: format!("its base is a {body:?} message") });
+            return Err(PageError::Undecodable {
+                pid: COUNTER_PID,
+                detail: format!("its base is a {body:?} message"),
+            });
         }
         Cursor::new(&bytes)
             .varint("ID counter")
             .map(drop)
-            .map_err(|e| PageError::Undecodable { pid: COUNTER_PID, detail: e.to_string() })
+            .map_err(|e| PageError::Undecodable {
+                pid: COUNTER_PID,
+                detail: e.to_string(),
+            })
     }
 
     /// Reads one node: its base, then every fragment linked onto it, in order.
@@ -171,16 +190,25 @@ impl Db {
             PageState::Absent => return Err(PageError::Missing { pid }),
             PageState::Freed => return Err(PageError::Freed { pid }),
         };
-        let undecodable = |e: node::NodeError| PageError::Undecodable { pid, detail: e.to_string() };
+        let undecodable = |e: node::NodeError| PageError::Undecodable {
+            pid,
+            detail: e.to_string(),
+        };
         let (body, base) = self.read_fragment(pid, &fragments[0])?;
         if body != Body::Node {
-            return Err(PageError::Undecodable { pid, detail: format!("its base is a {body:?} message, not a node") });
+            return Err(PageError::Undecodable {
+                pid,
+                detail: format!("its base is a {body:?} message, not a node"),
+            });
         }
         let mut node = Node::decode(base).map_err(undecodable)?;
         for fragment in &fragments[1..] {
             let (body, link) = self.read_fragment(pid, fragment)?;
             if body != Body::Link {
-                return Err(PageError::Undecodable { pid, detail: format!("a {body:?} message is linked onto it") });
+                return Err(PageError::Undecodable {
+                    pid,
+                    detail: format!("a {body:?} message is linked onto it"),
+                });
             }
             node.apply(link).map_err(undecodable)?;
         }
@@ -189,31 +217,54 @@ impl Db {
 
     /// One message of a page, checked as Sled's page-in checks it (`PageCache::pull`): inline
     /// messages for their CRC, segment number and page ID, blobs for their CRC.
-    fn read_fragment(&self, pid: PageId, fragment: &Fragment) -> Result<(Body, Zeroizing<Vec<u8>>), PageError> {
-        let damaged = |detail: String| PageError::Damaged { pid, lsn: fragment.lsn, lid: fragment.lid, detail };
-        let (kind, body) = if let Some(blob) = fragment.blob {
-            read_blob(&self.blobs_dir, blob).map_err(|e| damaged(log::ReadFailure::Blob(e).to_string()))?
-        } else {
-            let segment_size = self.params.segment_size;
-            let at = MessageAt {
-                lid: fragment.lid,
-                expected_segment_number: fragment.lsn as u64 / segment_size,
-                segment_size,
-                blobs_dir: &self.blobs_dir,
-                len_hint: fragment.len as usize,
-                keep_body: true,
-            };
-            match read_message(&self.file, &at).map_err(|e| damaged(e.to_string()))? {
-                LogRead::Page { header, body: Some(body), .. } => {
-                    if header.pid != pid {
-                        return Err(damaged(format!("the message there belongs to page {}", header.pid)));
-                    }
-                    (header.kind, body)
-                }
-                _ => return Err(damaged("no intact page message there (torn, overwritten or not a page message)".into())),
-            }
+    fn read_fragment(
+        &self,
+        pid: PageId,
+        fragment: &Fragment,
+    ) -> Result<(Body, Zeroizing<Vec<u8>>), PageError> {
+        let damaged = |detail: String| PageError::Damaged {
+            pid,
+            lsn: fragment.lsn,
+            lid: fragment.lid,
+            detail,
         };
-        let body_kind = kind.body().ok_or_else(|| damaged(format!("a {kind:?} message is not page content")))?;
+        let (kind, body) =
+            if let Some(blob) = fragment.blob {
+                read_blob(&self.blobs_dir, blob)
+                    .map_err(|e| damaged(log::ReadFailure::Blob(e).to_string()))?
+            } else {
+                let segment_size = self.params.segment_size;
+                let at = MessageAt {
+                    lid: fragment.lid,
+                    expected_segment_number: fragment.lsn as u64 / segment_size,
+                    segment_size,
+                    blobs_dir: &self.blobs_dir,
+                    len_hint: fragment.len as usize,
+                    keep_body: true,
+                };
+                match read_message(&self.file, &at).map_err(|e| damaged(e.to_string()))? {
+                    LogRead::Page {
+                        header,
+                        body: Some(body),
+                        ..
+                    } => {
+                        if header.pid != pid {
+                            return Err(damaged(format!(
+                                "the message there belongs to page {}",
+                                header.pid
+                            )));
+                        }
+                        (header.kind, body)
+                    }
+                    _ => return Err(damaged(
+                        "no intact page message there (torn, overwritten or not a page message)"
+                            .into(),
+                    )),
+                }
+            };
+        let body_kind = kind
+            .body()
+            .ok_or_else(|| damaged(format!("a {kind:?} message is not page content")))?;
         Ok((body_kind, body))
     }
 }

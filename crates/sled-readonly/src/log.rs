@@ -64,7 +64,10 @@ impl MessageKind {
     }
 
     fn is_blob(self) -> bool {
-        matches!(self, MessageKind::BlobMeta | MessageKind::BlobNode | MessageKind::BlobLink)
+        matches!(
+            self,
+            MessageKind::BlobMeta | MessageKind::BlobNode | MessageKind::BlobLink
+        )
     }
 
     /// What the message does to its page, as recovery applies it.
@@ -173,7 +176,12 @@ pub(crate) struct SegmentBuf {
 }
 
 impl ReadAt for SegmentBuf {
-    fn view<'s>(&'s self, at: LogOffset, len: usize, _scratch: &'s mut Vec<u8>) -> Option<&'s [u8]> {
+    fn view<'s>(
+        &'s self,
+        at: LogOffset,
+        len: usize,
+        _scratch: &'s mut Vec<u8>,
+    ) -> Option<&'s [u8]> {
         let start = usize::try_from(at.checked_sub(self.offset)?).ok()?;
         if start > self.buf.len() {
             return None;
@@ -218,7 +226,10 @@ pub(crate) enum LogRead {
     /// A blob message whose blob file is gone (Sled skips these).
     DanglingBlob(u32),
     /// The end of an atomic batch: readable only if the log reaches that LSN.
-    BatchManifest { last_lsn_in_batch: Lsn, inline_len: u32 },
+    BatchManifest {
+        last_lsn_in_batch: Lsn,
+        inline_len: u32,
+    },
 }
 
 /// Why a message could not be read at all (as opposed to reading as [`LogRead::Corrupted`]).
@@ -243,7 +254,9 @@ impl std::fmt::Display for ReadFailure {
             ReadFailure::Eof => f.write_str("the log ends inside the message"),
             ReadFailure::Blob(BlobFailure::Io(e)) => write!(f, "its blob file cannot be read: {e}"),
             ReadFailure::Blob(BlobFailure::Crc) => f.write_str("its blob file fails its checksum"),
-            ReadFailure::Blob(BlobFailure::KindMismatch) => f.write_str("its blob file holds another kind of message"),
+            ReadFailure::Blob(BlobFailure::KindMismatch) => {
+                f.write_str("its blob file holds another kind of message")
+            }
             ReadFailure::Malformed(m) => m.fmt(f),
         }
     }
@@ -264,13 +277,20 @@ pub(crate) struct MessageAt<'a> {
 /// Reads the message at `at.lid`, checking it as Sled does: length within the segment, CRC over
 /// the body and the header after the CRC, the segment number the LSN implies; blob messages have
 /// their blob read and checked too.
-pub(crate) fn read_message<R: ReadAt>(source: &R, at: &MessageAt<'_>) -> Result<LogRead, ReadFailure> {
+pub(crate) fn read_message<R: ReadAt>(
+    source: &R,
+    at: &MessageAt<'_>,
+) -> Result<LogRead, ReadFailure> {
     let seg_start = at.lid / at.segment_size * at.segment_size;
     let ceiling = seg_start + at.segment_size;
     let room = usize::try_from(ceiling - at.lid).unwrap_or(usize::MAX);
     let mut scratch = Zeroizing::new(Vec::new());
     let view = source
-        .view(at.lid, at.len_hint.max(HEADER_PROBE).min(room), &mut scratch)
+        .view(
+            at.lid,
+            at.len_hint.max(HEADER_PROBE).min(room),
+            &mut scratch,
+        )
         .ok_or(ReadFailure::Eof)?;
     // Sled decodes the header from 128 bytes, zero-padded where the bytes end.
     let mut padded = Zeroizing::new([0u8; HEADER_PROBE]);
@@ -294,7 +314,9 @@ pub(crate) fn read_message<R: ReadAt>(source: &R, at: &MessageAt<'_>) -> Result<
     } else if end <= HEADER_PROBE {
         &padded[header_len..end]
     } else {
-        let read = source.view(at.lid + header_len as u64, body_len, &mut extra).ok_or(ReadFailure::Eof)?;
+        let read = source
+            .view(at.lid + header_len as u64, body_len, &mut extra)
+            .ok_or(ReadFailure::Eof)?;
         if read.len() < body_len {
             return Err(ReadFailure::Eof);
         }
@@ -314,32 +336,54 @@ pub(crate) fn read_message<R: ReadAt>(source: &R, at: &MessageAt<'_>) -> Result<
         MessageKind::Canceled => Ok(LogRead::Canceled(inline_len)),
         MessageKind::Cap => Ok(LogRead::Cap),
         MessageKind::BatchManifest => {
-            let last = Cursor::new(body).i64_le("batch manifest").map_err(ReadFailure::Malformed)?;
-            Ok(LogRead::BatchManifest { last_lsn_in_batch: last, inline_len })
+            let last = Cursor::new(body)
+                .i64_le("batch manifest")
+                .map_err(ReadFailure::Malformed)?;
+            Ok(LogRead::BatchManifest {
+                last_lsn_in_batch: last,
+                inline_len,
+            })
         }
         kind if kind.is_blob() => {
-            let blob_lsn = Cursor::new(body).i64_le("blob pointer").map_err(ReadFailure::Malformed)?;
+            let blob_lsn = Cursor::new(body)
+                .i64_le("blob pointer")
+                .map_err(ReadFailure::Malformed)?;
             match read_blob(at.blobs_dir, blob_lsn) {
                 Ok((blob_kind, contents)) => {
                     if blob_kind != kind {
                         return Err(ReadFailure::Blob(BlobFailure::KindMismatch));
                     }
                     let body = at.keep_body.then_some(contents);
-                    Ok(LogRead::Page { header, body, blob: Some(blob_lsn), inline_len })
+                    Ok(LogRead::Page {
+                        header,
+                        body,
+                        blob: Some(blob_lsn),
+                        inline_len,
+                    })
                 }
-                Err(BlobFailure::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(LogRead::DanglingBlob(inline_len)),
+                Err(BlobFailure::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Ok(LogRead::DanglingBlob(inline_len))
+                }
                 Err(e) => Err(ReadFailure::Blob(e)),
             }
         }
         _ => {
             let body = at.keep_body.then(|| Zeroizing::new(body.to_vec()));
-            Ok(LogRead::Page { header, body, blob: None, inline_len })
+            Ok(LogRead::Page {
+                header,
+                body,
+                blob: None,
+                inline_len,
+            })
         }
     }
 }
 
 /// A blob file: CRC32 (little-endian) of what follows, the message kind byte, the body.
-pub(crate) fn read_blob(blobs_dir: &Path, blob_lsn: Lsn) -> Result<(MessageKind, Zeroizing<Vec<u8>>), BlobFailure> {
+pub(crate) fn read_blob(
+    blobs_dir: &Path,
+    blob_lsn: Lsn,
+) -> Result<(MessageKind, Zeroizing<Vec<u8>>), BlobFailure> {
     let mut file = File::open(blobs_dir.join(blob_lsn.to_string())).map_err(BlobFailure::Io)?;
     let mut contents = Zeroizing::new(Vec::new());
     file.read_to_end(&mut contents).map_err(BlobFailure::Io)?;
@@ -358,7 +402,9 @@ pub(crate) fn read_blob(blobs_dir: &Path, blob_lsn: Lsn) -> Result<(MessageKind,
 /// Whether a message may start at this LSN: after the segment header, and not in the last
 /// `MAX_MSG_HEADER_LEN` bytes of the segment.
 pub(crate) fn valid_entry_offset(lsn: Lsn, segment_size: u64) -> bool {
-    let Ok(lid) = u64::try_from(lsn) else { return false };
+    let Ok(lid) = u64::try_from(lsn) else {
+        return false;
+    };
     let in_segment = lid % segment_size;
     in_segment >= SEG_HEADER_LEN as u64 && in_segment <= segment_size - MAX_MSG_HEADER_LEN as u64
 }

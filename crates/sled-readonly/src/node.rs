@@ -20,7 +20,11 @@ struct Span {
 
 impl Span {
     fn new(buf: usize, range: Range<usize>) -> Self {
-        Span { buf: buf as u32, start: range.start as u32, len: (range.end - range.start) as u32 }
+        Span {
+            buf: buf as u32,
+            start: range.start as u32,
+            len: (range.end - range.start) as u32,
+        }
     }
 }
 
@@ -121,9 +125,23 @@ impl Node {
             }
         }
         if (lo.len as usize) < prefix_len || (hi.len as usize) < prefix_len {
-            return Err(NodeError::Inconsistent("the node's prefix is longer than its bounds"));
+            return Err(NodeError::Inconsistent(
+                "the node's prefix is longer than its bounds",
+            ));
         }
-        Ok(Node { bufs: vec![base], next, merging_child, merging, prefix_len, lo, hi, kind, keys, values, children })
+        Ok(Node {
+            bufs: vec![base],
+            next,
+            merging_child,
+            merging,
+            prefix_len,
+            lo,
+            hi,
+            kind,
+            keys,
+            values,
+            children,
+        })
     }
 
     /// Applies one linked fragment (Sled's `Link` encoding: a tag, then its fields).
@@ -132,7 +150,10 @@ impl Node {
         let link = {
             let mut c = Cursor::new(&body);
             match c.u8("link")? {
-                0 => Link::Set(Span::new(buf, c.bytes("link key")?), Span::new(buf, c.bytes("link value")?)),
+                0 => Link::Set(
+                    Span::new(buf, c.bytes("link key")?),
+                    Span::new(buf, c.bytes("link value")?),
+                ),
                 1 => Link::Del(Span::new(buf, c.bytes("link key")?)),
                 2 => Link::ParentMergeIntention(c.varint("link")?),
                 3 => Link::ParentMergeConfirm,
@@ -142,7 +163,9 @@ impl Node {
         };
         self.bufs.push(body);
         if self.merging {
-            return Err(NodeError::Inconsistent("a fragment was linked to a node after it was merged"));
+            return Err(NodeError::Inconsistent(
+                "a fragment was linked to a node after it was merged",
+            ));
         }
         match link {
             Link::Set(key, value) => {
@@ -159,7 +182,9 @@ impl Node {
             }
             Link::Del(key) => {
                 if self.kind != Kind::Leaf {
-                    return Err(NodeError::Inconsistent("a key was deleted from an index node"));
+                    return Err(NodeError::Inconsistent(
+                        "a key was deleted from an index node",
+                    ));
                 }
                 if let Ok(i) = self.find(self.bytes(key)) {
                     self.keys.remove(i);
@@ -168,20 +193,21 @@ impl Node {
             }
             Link::ParentMergeIntention(child) => {
                 if self.merging_child.is_some() || child == 0 {
-                    return Err(NodeError::Inconsistent("a second merge began in a node already merging a child"));
+                    return Err(NodeError::Inconsistent(
+                        "a second merge began in a node already merging a child",
+                    ));
                 }
                 self.merging_child = Some(child);
             }
             Link::ParentMergeConfirm => {
-                let child = self
-                    .merging_child
-                    .take()
-                    .ok_or(NodeError::Inconsistent("a merge was confirmed that never began"))?;
-                let i = self
-                    .children
-                    .iter()
-                    .position(|&c| c == child)
-                    .ok_or(NodeError::Inconsistent("a merge was confirmed for a child the node does not have"))?;
+                let child = self.merging_child.take().ok_or(NodeError::Inconsistent(
+                    "a merge was confirmed that never began",
+                ))?;
+                let i = self.children.iter().position(|&c| c == child).ok_or(
+                    NodeError::Inconsistent(
+                        "a merge was confirmed for a child the node does not have",
+                    ),
+                )?;
                 self.keys.remove(i);
                 self.children.remove(i);
             }
@@ -221,13 +247,22 @@ impl Node {
     /// Index nodes: the child whose range holds `key`, and the low bound of the child after it
     /// (the end of that range as far as this node knows; `None` for its last child).
     pub fn child_for(&self, key: &[u8]) -> Result<(PageId, Option<Vec<u8>>), NodeError> {
-        let suffix = self.suffix(key).ok_or(NodeError::Inconsistent("a key outside the node's prefix"))?;
+        let suffix = self
+            .suffix(key)
+            .ok_or(NodeError::Inconsistent("a key outside the node's prefix"))?;
         let i = match self.find(suffix) {
             Ok(i) => i,
-            Err(0) => return Err(NodeError::Inconsistent("an index node with no child for a key in its range")),
+            Err(0) => {
+                return Err(NodeError::Inconsistent(
+                    "an index node with no child for a key in its range",
+                ))
+            }
             Err(i) => i - 1,
         };
-        let end = self.keys.get(i + 1).map(|k| [self.prefix(), self.bytes(*k)].concat());
+        let end = self
+            .keys
+            .get(i + 1)
+            .map(|k| [self.prefix(), self.bytes(*k)].concat());
         Ok((self.children[i], end))
     }
 

@@ -58,7 +58,12 @@ impl PageTable {
     /// starts the page over, a link is added to a present page when it is newer than the page's
     /// last fragment (a link to a page without a base is one Sled relocated or freed: skipped),
     /// a free marks the page freed.
-    pub fn apply(&mut self, effect: PageEffect, pid: PageId, fragment: Fragment) -> Result<(), PidOutOfRange> {
+    pub fn apply(
+        &mut self,
+        effect: PageEffect,
+        pid: PageId,
+        fragment: Fragment,
+    ) -> Result<(), PidOutOfRange> {
         if pid > MAX_PID {
             return Err(PidOutOfRange(pid));
         }
@@ -68,7 +73,10 @@ impl PageTable {
             PageEffect::Link => {
                 // Read without growing the table: a dangling link leaves no fragment, only
                 // (past the end) the pages Sled's table would have grown by.
-                match usize::try_from(pid).ok().and_then(|i| self.pages.get_mut(i)) {
+                match usize::try_from(pid)
+                    .ok()
+                    .and_then(|i| self.pages.get_mut(i))
+                {
                     Some(PageState::Present(fragments)) => {
                         if fragments.last().is_some_and(|last| last.lsn < fragment.lsn) {
                             fragments.push(fragment);
@@ -82,11 +90,14 @@ impl PageTable {
         Ok(())
     }
 
-    /// The first page below the end of Sled's table that has no state: Sled's open panics on
-    /// such a table (it can neither write it into its new snapshot nor load it), since it
-    /// allocates pages in log order and a sound log recovers them without gaps.
+    /// The first page below the end of Sled's table that has no state: Sled allocates pages in
+    /// log order, so a sound log recovers them without gaps.
     pub fn first_hole(&self) -> Option<PageId> {
-        if let Some(i) = self.pages.iter().position(|page| *page == PageState::Absent) {
+        if let Some(i) = self
+            .pages
+            .iter()
+            .position(|page| *page == PageState::Absent)
+        {
             return Some(i as PageId);
         }
         let len = self.pages.len() as PageId;

@@ -15,8 +15,8 @@ use zeroize::Zeroizing;
 use crate::codec::{Cursor, Malformed};
 use crate::error::Error;
 use crate::log::{
-    read_message, valid_entry_offset, LogOffset, LogRead, Lsn, MessageAt, ReadAt, SegmentBuf, SegmentHeader, MAX_MSG_HEADER_LEN,
-    SEG_HEADER_LEN,
+    read_message, valid_entry_offset, LogOffset, LogRead, Lsn, MessageAt, ReadAt, SegmentBuf,
+    SegmentHeader, MAX_MSG_HEADER_LEN, SEG_HEADER_LEN,
 };
 use crate::pages::{Fragment, PageState, PageTable};
 
@@ -32,7 +32,10 @@ pub struct StorageParameters {
 /// on; so do we (the lines themselves are checked).
 pub(crate) fn read_conf(dir: &Path) -> Result<StorageParameters, Error> {
     let path = dir.join("conf");
-    let bad = |detail: &str| Error::Conf { path: path.clone(), detail: detail.to_owned() };
+    let bad = |detail: &str| Error::Conf {
+        path: path.clone(),
+        detail: detail.to_owned(),
+    };
     let mut bytes = Vec::new();
     File::open(&path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -40,7 +43,8 @@ pub(crate) fn read_conf(dir: &Path) -> Result<StorageParameters, Error> {
     if bytes.len() <= 8 {
         return Err(bad("the file is empty or truncated"));
     }
-    let text = std::str::from_utf8(&bytes[..bytes.len() - 4]).map_err(|_| bad("it is not text (a Sled older than 0.29?)"))?;
+    let text = std::str::from_utf8(&bytes[..bytes.len() - 4])
+        .map_err(|_| bad("it is not text (a Sled older than 0.29?)"))?;
     let mut lines = std::collections::HashMap::new();
     for line in text.lines() {
         let mut parts = line.split(": ");
@@ -54,7 +58,9 @@ pub(crate) fn read_conf(dir: &Path) -> Result<StorageParameters, Error> {
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| bad("no readable segment_size"))?;
     if !segment_size.is_power_of_two() || !(256..=1 << 24).contains(&segment_size) {
-        return Err(bad(&format!("segment_size {segment_size} is not one Sled accepts")));
+        return Err(bad(&format!(
+            "segment_size {segment_size} is not one Sled accepts"
+        )));
     }
     let use_compression: bool = lines
         .get("use_compression")
@@ -67,7 +73,11 @@ pub(crate) fn read_conf(dir: &Path) -> Result<StorageParameters, Error> {
             Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
         })
         .ok_or_else(|| bad("no readable version"))?;
-    Ok(StorageParameters { segment_size, use_compression, version })
+    Ok(StorageParameters {
+        segment_size,
+        use_compression,
+        version,
+    })
 }
 
 /// A snapshot: the stable LSN it covers, and the page table at that point.
@@ -77,26 +87,53 @@ struct Snapshot {
     pages: PageTable,
 }
 
-/// The snapshot Sled would load: of the files named `snap.*` (Sled's own `.generating` leftovers
-/// included, only `.in___motion` excluded), the last in byte order. A damaged one is an error,
-/// as in Sled: an older snapshot may point into segments reused since.
-fn read_snapshot(dir: &Path) -> Result<Option<(PathBuf, Snapshot)>, Error> {
+/// The snapshot to start from, and what Sled would have refused about the choice.
+///
+/// Sled loads the last file named `snap.*` in byte order (its own `.generating` leftovers
+/// included, only `.in___motion` excluded) and refuses a damaged one. A `.generating` file is
+/// one an open was writing when it was killed; the log is as that open found it, so the snapshot
+/// before it, replayed onward, recovers the same pages: it is read instead (and noted). A
+/// damaged finished snapshot stays an error, as in Sled: an older one may point into segments
+/// reused since.
+fn read_snapshot(dir: &Path) -> Result<(Option<(PathBuf, Snapshot)>, Vec<String>), Error> {
+    let mut notes = Vec::new();
     let mut candidates: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.path())
         .filter(|path| {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             name.starts_with("snap.") && !name.ends_with(".in___motion")
         })
         .collect();
     candidates.sort();
-    let Some(path) = candidates.pop() else { return Ok(None) };
+    while let Some(path) = candidates.pop() {
+        match read_snapshot_file(&path) {
+            Ok(snapshot) => return Ok((Some((path, snapshot)), notes)),
+            Err(Error::Snapshot { path, detail })
+                if path.to_string_lossy().ends_with(".generating") =>
+            {
+                notes.push(format!("the unfinished snapshot {} is damaged ({detail}): recovered from the one before it", path.display()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((None, notes))
+}
+
+fn read_snapshot_file(path: &Path) -> Result<Snapshot, Error> {
+    let path = path.to_owned();
     let mut bytes = Vec::new();
     File::open(&path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
         .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-    let damaged = |detail: String| Error::Snapshot { path: path.clone(), detail };
+    let damaged = |detail: String| Error::Snapshot {
+        path: path.clone(),
+        detail,
+    };
     // The serialized snapshot, its length (8 bytes) and a CRC32 of it (4 bytes).
     if bytes.len() <= 12 {
         return Err(damaged("the file is empty or truncated".into()));
@@ -106,8 +143,7 @@ fn read_snapshot(dir: &Path) -> Result<Option<(PathBuf, Snapshot)>, Error> {
     if crc32fast::hash(&bytes[..body_len]) != stored_crc {
         return Err(damaged("its checksum does not match".into()));
     }
-    let snapshot = parse_snapshot(&bytes[..body_len]).map_err(|e| damaged(e.to_string()))?;
-    Ok(Some((path, snapshot)))
+    parse_snapshot(&bytes[..body_len]).map_err(|e| damaged(e.to_string()))
 }
 
 fn parse_snapshot(bytes: &[u8]) -> Result<Snapshot, Malformed> {
@@ -130,11 +166,18 @@ fn parse_snapshot(bytes: &[u8]) -> Result<Snapshot, Malformed> {
                 let lsn = c.i64_le("page fragment")?;
                 let (lid, blob) = disk_pointer(&mut c)?;
                 let len = c.varint("page fragment")?;
-                fragments.push(Fragment { lsn, lid, blob, len: u32::try_from(len).unwrap_or(u32::MAX) });
+                fragments.push(Fragment {
+                    lsn,
+                    lid,
+                    blob,
+                    len: u32::try_from(len).unwrap_or(u32::MAX),
+                });
             }
             PageState::Present(fragments)
         };
-        pages.set(pid, state).map_err(|_| Malformed("snapshot page table"))?;
+        pages
+            .set(pid, state)
+            .map_err(|_| Malformed("snapshot page table"))?;
         pid += 1;
     }
     Ok(Snapshot { stable_lsn, pages })
@@ -160,6 +203,11 @@ pub struct RecoveryReport {
     pub segments_read: u64,
     /// The last byte of the last message recovery accepted (Sled's stable tip).
     pub stable_tip: Lsn,
+    /// Why Sled's own open would refuse (or panic on) this database, if it would: damage that
+    /// leaves the trees readable where their pages are intact. The database is read anyway (a
+    /// store Sled cannot open is the store whose keys most need saving), and the caller tells
+    /// its user; each page that cannot be read is still reported as the key range it loses.
+    pub sled_would_refuse: Vec<String>,
 }
 
 pub(crate) struct Recovered {
@@ -224,18 +272,37 @@ impl<'a> LogIter<'a> {
                 Err(_) => return Ok(None),
             };
             match read {
-                LogRead::Page { header, blob, inline_len, .. } => {
+                LogRead::Page {
+                    header,
+                    blob,
+                    inline_len,
+                    ..
+                } => {
                     self.cur_lsn = Some(lsn + i64::from(inline_len));
                     let Some(effect) = header.kind.page_effect() else {
-                        return Err(Error::Log { lsn, detail: format!("a {:?} message where a page message belongs", header.kind) });
+                        return Err(Error::Log {
+                            lsn,
+                            detail: format!(
+                                "a {:?} message where a page message belongs",
+                                header.kind
+                            ),
+                        });
                     };
                     return Ok(Some(PageMessage {
                         effect,
                         pid: header.pid,
-                        fragment: Fragment { lsn, lid, blob, len: inline_len },
+                        fragment: Fragment {
+                            lsn,
+                            lid,
+                            blob,
+                            len: inline_len,
+                        },
                     }));
                 }
-                LogRead::BatchManifest { last_lsn_in_batch, inline_len } => {
+                LogRead::BatchManifest {
+                    last_lsn_in_batch,
+                    inline_len,
+                } => {
                     // A batch whose end never reached the disk: recovery stops before it.
                     if self.max_lsn.is_some_and(|max| last_lsn_in_batch > max) {
                         return Ok(None);
@@ -263,11 +330,18 @@ impl<'a> LogIter<'a> {
             Ok(h) => h,
             Err(_) => return Ok(false),
         };
-        if offset % self.segment_size != 0 || header.lsn % self.segment_size as i64 != 0 || header.lsn != lsn {
+        if offset % self.segment_size != 0
+            || header.lsn % self.segment_size as i64 != 0
+            || header.lsn != lsn
+        {
             return Ok(false);
         }
         let mut buf = Zeroizing::new(Vec::new());
-        if self.file.view(offset, self.segment_size as usize, &mut buf).is_none() {
+        if self
+            .file
+            .view(offset, self.segment_size as usize, &mut buf)
+            .is_none()
+        {
             return Ok(false);
         }
         self.cur_lsn = Some(header.lsn + SEG_HEADER_LEN as i64);
@@ -282,14 +356,25 @@ impl<'a> LogIter<'a> {
 /// and the end of the last message of the log's contiguous tail (the segments above the highest
 /// stable LSN any header records must follow each other without a gap; the first gap or damaged
 /// message there is where the log ends).
-fn scan_segments(file: &File, blobs_dir: &Path, segment_size: u64, min: Lsn) -> Result<(BTreeMap<Lsn, LogOffset>, Lsn), Error> {
-    let file_len = file.metadata().map_err(|e| Error::io("cannot read the log's size".into(), e))?.len();
-    let count = file_len / segment_size + u64::from(file_len % segment_size >= SEG_HEADER_LEN as u64);
+fn scan_segments(
+    file: &File,
+    blobs_dir: &Path,
+    segment_size: u64,
+    min: Lsn,
+) -> Result<(BTreeMap<Lsn, LogOffset>, Lsn), Error> {
+    let file_len = file
+        .metadata()
+        .map_err(|e| Error::io("cannot read the log's size".into(), e))?
+        .len();
+    let count =
+        file_len / segment_size + u64::from(file_len % segment_size >= SEG_HEADER_LEN as u64);
     let mut ordering = BTreeMap::new();
     let mut max_header_stable_lsn = min;
     for index in 0..count {
         let offset = index * segment_size;
-        let Ok(header) = SegmentHeader::read(file, offset) else { continue };
+        let Ok(header) = SegmentHeader::read(file, offset) else {
+            continue;
+        };
         if !header.ok || header.lsn < min {
             continue;
         }
@@ -332,17 +417,28 @@ fn scan_segments(file: &File, blobs_dir: &Path, segment_size: u64, min: Lsn) -> 
 }
 
 /// Recovers the page table as Sled's open would.
-pub(crate) fn recover(dir: &Path, file: &File, params: &StorageParameters) -> Result<Recovered, Error> {
+pub(crate) fn recover(
+    dir: &Path,
+    file: &File,
+    params: &StorageParameters,
+) -> Result<Recovered, Error> {
     let segment_size = params.segment_size;
     let blobs_dir = dir.join("blobs");
-    let (snapshot_path, snapshot) = match read_snapshot(dir)? {
+    let (chosen, mut sled_would_refuse) = read_snapshot(dir)?;
+    let (snapshot_path, snapshot) = match chosen {
         Some((path, snapshot)) => (Some(path), snapshot),
         None => (None, Snapshot::default()),
     };
-    let Snapshot { stable_lsn, mut pages } = snapshot;
+    let Snapshot {
+        stable_lsn,
+        mut pages,
+    } = snapshot;
     let normalized = stable_lsn.unwrap_or(0) / segment_size as i64 * segment_size as i64;
     let (ordering, max_lsn) = scan_segments(file, &blobs_dir, segment_size, normalized)?;
-    let segments = ordering.into_iter().filter(|&(lsn, _)| lsn >= normalized).collect();
+    let segments = ordering
+        .into_iter()
+        .filter(|&(lsn, _)| lsn >= normalized)
+        .collect();
     let mut iter = LogIter {
         file,
         blobs_dir: &blobs_dir,
@@ -361,17 +457,24 @@ pub(crate) fn recover(dir: &Path, file: &File, params: &StorageParameters) -> Re
             continue;
         }
         if message.fragment.lsn >= max_lsn {
-            return Err(Error::Log { lsn: message.fragment.lsn, detail: "a message past the log's recovered tip".into() });
+            return Err(Error::Log {
+                lsn: message.fragment.lsn,
+                detail: "a message past the log's recovered tip".into(),
+            });
         }
         pages
             .apply(message.effect, message.pid, message.fragment)
-            .map_err(|e| Error::Log { lsn: message.fragment.lsn, detail: format!("page {} is out of range", e.0) })?;
+            .map_err(|e| Error::Log {
+                lsn: message.fragment.lsn,
+                detail: format!("page {} is out of range", e.0),
+            })?;
         replayed += 1;
     }
     // Sled's open then writes a snapshot of where the log ended, and refuses the database when
     // that is before the stable LSN of the snapshot it started from (the log lost messages the
-    // snapshot's pages may point to). Its stable LSN: where the log iterator stopped, or the
-    // next segment when no message fits in what is left of that one.
+    // snapshot's pages may point to: reading those pages fails their checks, and costs their
+    // key ranges). Its stable LSN: where the log iterator stopped, or the next segment when no
+    // message fits in what is left of that one.
     if let Some(iterated) = iter.cur_lsn {
         let progress = iterated % segment_size as Lsn;
         let recovered = if progress + MAX_MSG_HEADER_LEN as Lsn >= segment_size as Lsn {
@@ -380,14 +483,18 @@ pub(crate) fn recover(dir: &Path, file: &File, params: &StorageParameters) -> Re
             iterated
         };
         if recovered < stable_lsn.unwrap_or(0) {
-            return Err(Error::Log {
-                lsn: recovered,
-                detail: format!("the log ends before LSN {}, which the snapshot says is stable", stable_lsn.unwrap_or(0)),
-            });
+            sled_would_refuse.push(format!(
+                "the log ends at LSN {recovered}, before LSN {}, which the snapshot says is stable",
+                stable_lsn.unwrap_or(0)
+            ));
         }
     }
+    // Sled's open panics on a table with a gap (a page whose every version is lost, below
+    // pages that survive): it can neither write it into its new snapshot nor load it.
     if let Some(pid) = pages.first_hole() {
-        return Err(Error::PageTable { pid });
+        sled_would_refuse.push(format!(
+            "page {pid} has no version left in the log, below pages that do"
+        ));
     }
     pages.shrink();
     Ok(Recovered {
@@ -398,6 +505,7 @@ pub(crate) fn recover(dir: &Path, file: &File, params: &StorageParameters) -> Re
             messages_replayed: replayed,
             segments_read: iter.segments_read,
             stable_tip: iter.cur_lsn.map_or(max_lsn, |cur| cur - 1),
+            sled_would_refuse,
         },
     })
 }

@@ -60,18 +60,31 @@ pub(crate) fn find_leaf(
     // Each step goes down a level or right along one: more steps than pages is a cycle.
     for _ in 0..=db.page_count() {
         let node = cache.get(db, pid).map_err(|e| (e, upper.clone()))?;
-        let inconsistent = |detail: &str| PageError::Tree { pid, detail: detail.to_owned() };
+        let inconsistent = |detail: &str| PageError::Tree {
+            pid,
+            detail: detail.to_owned(),
+        };
         if key < node.lo() {
-            return Err((inconsistent("the search arrived at a node whose low bound is above the key"), upper));
+            return Err((
+                inconsistent("the search arrived at a node whose low bound is above the key"),
+                upper,
+            ));
         }
         if !node.hi().is_empty() && key >= node.hi() {
-            pid = node.next.ok_or_else(|| (inconsistent("a bounded node has no right sibling"), upper.clone()))?;
+            pid = node.next.ok_or_else(|| {
+                (
+                    inconsistent("a bounded node has no right sibling"),
+                    upper.clone(),
+                )
+            })?;
             continue;
         }
         match node.kind {
             Kind::Leaf => return Ok((node, upper)),
             Kind::Index => {
-                let (child, end) = node.child_for(key).map_err(|e| (inconsistent(&e.to_string()), upper.clone()))?;
+                let (child, end) = node
+                    .child_for(key)
+                    .map_err(|e| (inconsistent(&e.to_string()), upper.clone()))?;
                 // The tightest bound known: the next separator, else this node's own high bound.
                 match end {
                     Some(end) => upper = Some(end),
@@ -82,7 +95,13 @@ pub(crate) fn find_leaf(
             }
         }
     }
-    Err((PageError::Tree { pid, detail: "the search for a key goes round in circles".into() }, upper))
+    Err((
+        PageError::Tree {
+            pid,
+            detail: "the search for a key goes round in circles".into(),
+        },
+        upper,
+    ))
 }
 
 /// A key range of a tree that could not be read, and why.
@@ -107,12 +126,15 @@ impl Leaf {
     /// The entries in key order: whole key (the node's prefix put back) and value.
     pub fn entries(&self) -> impl Iterator<Item = (Vec<u8>, &[u8])> + '_ {
         let prefix = self.node.prefix();
-        self.node.entries_from(self.start).take(self.len()).map(move |(suffix, value)| {
-            let mut key = Vec::with_capacity(prefix.len() + suffix.len());
-            key.extend_from_slice(prefix);
-            key.extend_from_slice(suffix);
-            (key, value)
-        })
+        self.node
+            .entries_from(self.start)
+            .take(self.len())
+            .map(move |(suffix, value)| {
+                let mut key = Vec::with_capacity(prefix.len() + suffix.len());
+                key.extend_from_slice(prefix);
+                key.extend_from_slice(suffix);
+                (key, value)
+            })
     }
 
     /// The `i`-th entry of [`Self::entries`], by position.
@@ -154,7 +176,13 @@ impl Scan {
             Bound::Included(k) => (k.to_vec(), false),
             Bound::Excluded(k) => (k.to_vec(), true),
         };
-        Scan { db, root, next: Some(next), skip_equal, cache: IndexCache::default() }
+        Scan {
+            db,
+            root,
+            next: Some(next),
+            skip_equal,
+            cache: IndexCache::default(),
+        }
     }
 
     /// The next leaf with entries, or the range that could not be read; `None` at the end.
@@ -186,13 +214,21 @@ impl Scan {
                     let mut start = node.position_of(&key);
                     if self.skip_equal {
                         self.skip_equal = false;
-                        let leaf = Leaf { node: node.clone(), start, end: end_index };
+                        let leaf = Leaf {
+                            node: node.clone(),
+                            start,
+                            end: end_index,
+                        };
                         if leaf.entries().next().is_some_and(|(k, _)| k == key) {
                             start += 1;
                         }
                     }
                     self.next = end;
-                    let leaf = Leaf { node, start, end: end_index };
+                    let leaf = Leaf {
+                        node,
+                        start,
+                        end: end_index,
+                    };
                     if !leaf.is_empty() {
                         return Some(Ok(leaf));
                     }
@@ -201,7 +237,11 @@ impl Scan {
                     self.skip_equal = false;
                     // Go on after the lost range, if it ends, and ends after where it began.
                     self.next = upper.clone().filter(|to| *to > key);
-                    return Some(Err(LostRange { from: key, to: upper, error }));
+                    return Some(Err(LostRange {
+                        from: key,
+                        to: upper,
+                        error,
+                    }));
                 }
             }
         }
@@ -209,7 +249,10 @@ impl Scan {
 
     /// The scan as single entries.
     pub fn entries(self) -> Entries {
-        Entries { scan: self, leaf: None }
+        Entries {
+            scan: self,
+            leaf: None,
+        }
     }
 }
 
@@ -229,7 +272,10 @@ impl Iterator for Entries {
             }
             match self.scan.next_leaf()? {
                 Ok(leaf) => {
-                    let entries: Vec<_> = leaf.entries().map(|(k, v)| (k, Zeroizing::new(v.to_vec()))).collect();
+                    let entries: Vec<_> = leaf
+                        .entries()
+                        .map(|(k, v)| (k, Zeroizing::new(v.to_vec())))
+                        .collect();
                     self.leaf = Some(entries.into_iter());
                 }
                 Err(lost) => return Some(Err(lost)),

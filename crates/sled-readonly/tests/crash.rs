@@ -28,18 +28,30 @@ fn writer(workload: &str, dir: &Path, seed: u64) {
         "drops" => (8192, Some(5)),
         other => panic!("no writer {other}"),
     };
-    let db = match sled::Config::new().path(dir).segment_size(segment_size).flush_every_ms(flush_every_ms).open() {
+    let db = match sled::Config::new()
+        .path(dir)
+        .segment_size(segment_size)
+        .flush_every_ms(flush_every_ms)
+        .open()
+    {
         Ok(db) => db,
         // Sled cannot recover the last crash: the parent sees the early exit.
         Err(_) => std::process::exit(3),
     };
     let value = |rng: &mut StdRng, big_every: u32, big: usize| -> Vec<u8> {
-        let len = if rng.gen_ratio(1, big_every) { big + rng.gen_range(0..big / 2) } else { rng.gen_range(0..200) };
+        let len = if rng.gen_ratio(1, big_every) {
+            big + rng.gen_range(0..big / 2)
+        } else {
+            rng.gen_range(0..200)
+        };
         let fill: u8 = rng.gen();
         vec![fill; len]
     };
-    let trees: Vec<sled::Tree> =
-        ["sessions", "devices", "outbound"].iter().map(|n| db.open_tree(n).unwrap()).chain([(*db).clone()]).collect();
+    let trees: Vec<sled::Tree> = ["sessions", "devices", "outbound"]
+        .iter()
+        .map(|n| db.open_tree(n).unwrap())
+        .chain([(*db).clone()])
+        .collect();
     match workload {
         "batches" => {
             // Two threads: transactions over two trees and batches on a third, explicit flushes.
@@ -92,7 +104,11 @@ fn writer(workload: &str, dir: &Path, seed: u64) {
                 if rng.gen_range(0..100) < remove_pct {
                     tree.remove(&k).unwrap();
                 } else {
-                    let (every, big) = if workload == "default-segments" { (40, 150 * 1024) } else { (25, 2500) };
+                    let (every, big) = if workload == "default-segments" {
+                        (40, 150 * 1024)
+                    } else {
+                        (25, 2500)
+                    };
                     tree.insert(&k, value(&mut rng, every, big)).unwrap();
                 }
                 if workload == "drops" && n % 700 == 699 {
@@ -104,7 +120,8 @@ fn writer(workload: &str, dir: &Path, seed: u64) {
                         _ => {
                             let t = db.open_tree("scratch").unwrap();
                             for i in 0..rng.gen_range(0..200u32) {
-                                t.insert(i.to_be_bytes(), value(&mut rng, 30, 2500)).unwrap();
+                                t.insert(i.to_be_bytes(), value(&mut rng, 30, 2500))
+                                    .unwrap();
                             }
                         }
                     }
@@ -140,8 +157,14 @@ fn crash_cycles(test: &str, workload: &str, seed: u64, images: usize) -> Tally {
     let mut census = Census::default();
     for image in 0..images {
         let what = format!("{workload} image {image}");
-        let mut child =
-            spawn_child(test, &format!("writer\u{1}{workload}\u{1}{}\u{1}{}", dir.path().display(), seed * 1000 + image as u64));
+        let mut child = spawn_child(
+            test,
+            &format!(
+                "writer\u{1}{workload}\u{1}{}\u{1}{}",
+                dir.path().display(),
+                seed * 1000 + image as u64
+            ),
+        );
         std::thread::sleep(Duration::from_millis(rng.gen_range(5..250)));
         if let Some(status) = child.try_wait().unwrap() {
             // Genuine Sled could not reopen the last crash image (say, a kill while it wrote a
@@ -163,15 +186,29 @@ fn crash_cycles(test: &str, workload: &str, seed: u64, images: usize) -> Tally {
         let ours = std::panic::catch_unwind(|| open_and_read_ours(dir.path()))
             .unwrap_or_else(|_| panic!("{what}: sled-readonly panicked"));
         let after = DirState::capture(dir.path());
-        assert!(before == after, "{what}: sled-readonly changed the directory:\n{}", before.diff(&after));
+        assert!(
+            before == after,
+            "{what}: sled-readonly changed the directory:\n{}",
+            before.diff(&after)
+        );
 
         let copies = tempfile::tempdir().unwrap();
         let copy = copies.path().join("copy");
         let probe: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = match &ours {
-            Ok(read) => read.trees.keys().map(|n| (n.clone(), read.entries(n).into_iter().map(|(k, _)| k).collect())).collect(),
+            Ok(read) => read
+                .trees
+                .keys()
+                .map(|n| {
+                    (
+                        n.clone(),
+                        read.entries(n).into_iter().map(|(k, _)| k).collect(),
+                    )
+                })
+                .collect(),
             Err(_) => BTreeMap::new(),
         };
-        let (genuine, changed) = genuine_in_child(test, dir.path(), &copy, Duration::from_secs(90), &probe);
+        let (genuine, changed) =
+            genuine_in_child(test, dir.path(), &copy, Duration::from_secs(90), &probe);
         if !changed.is_empty() {
             tally.genuine_changed_copy += 1;
         }
@@ -190,7 +227,11 @@ fn crash_cycles(test: &str, workload: &str, seed: u64, images: usize) -> Tally {
                     }
                 }
                 let read = ours.as_ref().unwrap();
-                let theirs: Contents = read.trees.keys().map(|n| (n.clone(), read.entries(n))).collect();
+                let theirs: Contents = read
+                    .trees
+                    .keys()
+                    .map(|n| (n.clone(), read.entries(n)))
+                    .collect();
                 assert_gets_agree(&what, dir.path(), &theirs);
                 tally.entries_compared += theirs.values().map(Vec::len).sum::<usize>();
                 tally.agree += 1;
@@ -199,7 +240,11 @@ fn crash_cycles(test: &str, workload: &str, seed: u64, images: usize) -> Tally {
             | "genuine panicked, ours refuses"
             | "genuine refused, ours loses ranges"
             | "genuine panicked, ours loses ranges" => {
-                eprintln!("{what}: {class}: {}; sled-readonly: {:?}", genuine.summary(), ours.as_ref().map(|r| r.lost()));
+                eprintln!(
+                    "{what}: {class}: {}; sled-readonly: {:?}",
+                    genuine.summary(),
+                    ours.as_ref().map(|r| r.lost())
+                );
                 tally.both_refuse += 1;
                 // Start over: the next writer could not open this directory either.
                 std::fs::remove_dir_all(dir.path()).unwrap();
@@ -213,12 +258,25 @@ fn crash_cycles(test: &str, workload: &str, seed: u64, images: usize) -> Tally {
     eprintln!("{workload}: {tally:?}\n  on disk at some point: {census:?}");
     // What each workload is there for was on disk in at least one image.
     match workload {
-        "small-segments" => assert!(census.kind(KIND_BLOB_NODE) > 0 && census.lsn_span > census.segments, "{census:?}"),
+        "small-segments" => assert!(
+            census.kind(KIND_BLOB_NODE) > 0 && census.lsn_span > census.segments,
+            "{census:?}"
+        ),
         "batches" => assert!(census.kind(KIND_BATCH_MANIFEST) > 0, "{census:?}"),
-        "default-segments" => assert!(census.kind(KIND_BLOB_NODE) + census.kind(KIND_BLOB_LINK) > 0, "{census:?}"),
-        _ => assert!(census.kind(KIND_FREE) > 0 && census.link(LINK_MERGE_INTENTION) > 0, "{census:?}"),
+        "default-segments" => assert!(
+            census.kind(KIND_BLOB_NODE) + census.kind(KIND_BLOB_LINK) > 0,
+            "{census:?}"
+        ),
+        _ => assert!(
+            census.kind(KIND_FREE) > 0 && census.link(LINK_MERGE_INTENTION) > 0,
+            "{census:?}"
+        ),
     }
-    assert_eq!(tally.genuine_changed_copy, tally.agree + tally.both_refuse, "genuine Sled left a copy unchanged: {tally:?}");
+    assert_eq!(
+        tally.genuine_changed_copy,
+        tally.agree + tally.both_refuse,
+        "genuine Sled left a copy unchanged: {tally:?}"
+    );
     tally
 }
 
@@ -231,9 +289,17 @@ fn assert_gets_agree(what: &str, dir: &Path, theirs: &Contents) {
         }
         let map: BTreeMap<&[u8], &[u8]> = entries.iter().map(|(k, v)| (&k[..], &v[..])).collect();
         for (k, v) in entries.iter().step_by(7) {
-            assert_eq!(db.get(name, k).unwrap().as_deref().map(|v| &v[..]), Some(&v[..]), "{what}: get {}", show(k));
+            assert_eq!(
+                db.get(name, k).unwrap().as_deref().map(|v| &v[..]),
+                Some(&v[..]),
+                "{what}: get {}",
+                show(k)
+            );
             let absent = [&k[..], b"\0"].concat();
-            assert_eq!(db.get(name, &absent).unwrap().map(|v| v.to_vec()), map.get(&absent[..]).map(|v| v.to_vec()));
+            assert_eq!(
+                db.get(name, &absent).unwrap().map(|v| v.to_vec()),
+                map.get(&absent[..]).map(|v| v.to_vec())
+            );
         }
     }
 }
@@ -241,21 +307,36 @@ fn assert_gets_agree(what: &str, dir: &Path, theirs: &Contents) {
 #[test]
 fn crash_small_segments_with_flusher() {
     dispatch();
-    let t = crash_cycles("crash_small_segments_with_flusher", "small-segments", 11, 12);
+    let t = crash_cycles(
+        "crash_small_segments_with_flusher",
+        "small-segments",
+        11,
+        12,
+    );
     assert!(t.agree >= 10, "{t:?}");
 }
 
 #[test]
 fn crash_batches_and_transactions_without_flusher() {
     dispatch();
-    let t = crash_cycles("crash_batches_and_transactions_without_flusher", "batches", 12, 12);
+    let t = crash_cycles(
+        "crash_batches_and_transactions_without_flusher",
+        "batches",
+        12,
+        12,
+    );
     assert!(t.agree >= 10, "{t:?}");
 }
 
 #[test]
 fn crash_default_segments_with_blobs() {
     dispatch();
-    let t = crash_cycles("crash_default_segments_with_blobs", "default-segments", 13, 8);
+    let t = crash_cycles(
+        "crash_default_segments_with_blobs",
+        "default-segments",
+        13,
+        8,
+    );
     assert!(t.agree >= 6, "{t:?}");
 }
 

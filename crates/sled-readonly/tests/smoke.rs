@@ -22,14 +22,27 @@ fn reads_what_sled_wrote() {
         db.flush().unwrap();
     }
     let db = sled_readonly::Db::open(dir.path()).unwrap();
-    let names: Vec<_> = db.tree_names().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
-    assert!(names.contains(&"inbound_group_sessions".to_string()), "{names:?}");
-    assert_eq!(db.get(sled_readonly::DEFAULT_TREE, b"store_version").unwrap().as_deref().map(|v| v.to_vec()), Some(vec![7u8]));
-    let got: Vec<_> = sled_readonly::Scan::new(db.clone(), b"inbound_group_sessions", Bound::Unbounded)
-        .entries()
-        .map(|e| e.unwrap())
-        .map(|(k, v)| (k, v.to_vec()))
+    let names: Vec<_> = db
+        .tree_names()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
         .collect();
+    assert!(
+        names.contains(&"inbound_group_sessions".to_string()),
+        "{names:?}"
+    );
+    assert_eq!(
+        db.get(sled_readonly::DEFAULT_TREE, b"store_version")
+            .unwrap()
+            .as_deref()
+            .map(|v| v.to_vec()),
+        Some(vec![7u8])
+    );
+    let got: Vec<_> =
+        sled_readonly::Scan::new(db.clone(), b"inbound_group_sessions", Bound::Unbounded)
+            .entries()
+            .map(|e| e.unwrap())
+            .map(|(k, v)| (k, v.to_vec()))
+            .collect();
     let want: Vec<_> = expected.into_iter().collect();
     assert_eq!(got.len(), want.len());
     assert!(got == want);

@@ -25,7 +25,10 @@ struct Model {
 impl Model {
     fn insert(&mut self, db: &sled::Db, tree: &[u8], k: &[u8], v: &[u8]) {
         db.open_tree(tree).unwrap().insert(k, v).unwrap();
-        self.trees.entry(tree.to_vec()).or_default().insert(k.to_vec(), v.to_vec());
+        self.trees
+            .entry(tree.to_vec())
+            .or_default()
+            .insert(k.to_vec(), v.to_vec());
     }
 
     fn remove(&mut self, db: &sled::Db, tree: &[u8], k: &[u8]) {
@@ -41,11 +44,21 @@ impl Model {
     fn assert_is(&self, what: &str, contents: &Contents) {
         let names: Vec<&Vec<u8>> = contents.keys().collect();
         let want_names: Vec<&Vec<u8>> = self.trees.keys().collect();
-        assert_eq!(names, want_names, "{what}: the trees are not the ones the workload made");
+        assert_eq!(
+            names, want_names,
+            "{what}: the trees are not the ones the workload made"
+        );
         for (name, entries) in contents {
-            let want: Entries =
-                self.trees.get(name).map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
-            assert_entries_equal(&format!("{what}: workload vs genuine Sled, tree {}", show(name)), &want, entries);
+            let want: Entries = self
+                .trees
+                .get(name)
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            assert_entries_equal(
+                &format!("{what}: workload vs genuine Sled, tree {}", show(name)),
+                &want,
+                entries,
+            );
         }
     }
 
@@ -55,7 +68,12 @@ impl Model {
 }
 
 fn open(dir: &Path, segment_size: usize) -> sled::Db {
-    open_when_unlocked(&sled::Config::new().path(dir).segment_size(segment_size).flush_every_ms(None))
+    open_when_unlocked(
+        &sled::Config::new()
+            .path(dir)
+            .segment_size(segment_size)
+            .flush_every_ms(None),
+    )
 }
 
 /// Keys of several shapes: a common matrix-store layout, random binary ones, and ones sharing a
@@ -84,7 +102,9 @@ fn value(rng: &mut StdRng, big_every: u32, big_len: usize) -> Vec<u8> {
         rng.gen_range(0..300)
     };
     let fill: u8 = rng.gen();
-    (0..len).map(|i| fill.wrapping_add((i % 251) as u8)).collect()
+    (0..len)
+        .map(|i| fill.wrapping_add((i % 251) as u8))
+        .collect()
 }
 
 /// Reads the directory both ways after each phase and checks everything; returns the census.
@@ -107,12 +127,23 @@ fn check_live(db: &sled::Db, dir: &Path, what: &str, model: &Model, seed: u64) -
 /// Random inserts, overwrites and removals over several trees (the default one included), in
 /// cycles of open → work → check the flushed live directory → close → check; each cycle removes
 /// more than the last until trees thin out and Sled merges nodes, then refills them.
-fn churn(segment_size: usize, seed: u64, cycles: usize, ops: usize, big_every: u32) -> (Census, Model) {
+fn churn(
+    segment_size: usize,
+    seed: u64,
+    cycles: usize,
+    ops: usize,
+    big_every: u32,
+) -> (Census, Model) {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model = Model::default();
     let mut census = Census::default();
-    let trees: [(&[u8], u8); 4] = [(DEFAULT_TREE, 1), (b"sessions", 0), (b"long-prefixes", 2), (b"mixed", 0)];
+    let trees: [(&[u8], u8); 4] = [
+        (DEFAULT_TREE, 1),
+        (b"sessions", 0),
+        (b"long-prefixes", 2),
+        (b"mixed", 0),
+    ];
     for cycle in 0..cycles {
         let db = open(dir.path(), segment_size);
         for (t, _) in &trees {
@@ -127,15 +158,25 @@ fn churn(segment_size: usize, seed: u64, cycles: usize, ops: usize, big_every: u
                 if !t.is_empty() && rng.gen_range(0..100) < 60 {
                     let skip = rng.gen_range(0..t.len().min(4096));
                     let from = key(&mut rng, shape, 50_000);
-                    t.range(from..).chain(t.iter()).nth(skip % t.len()).map(|(k, _)| k.clone())
+                    t.range(from..)
+                        .chain(t.iter())
+                        .nth(skip % t.len())
+                        .map(|(k, _)| k.clone())
                 } else {
                     None
                 }
             };
             match present {
                 Some(k) if rng.gen_range(0..100) < remove_share => model.remove(&db, tree, &k),
-                Some(k) => model.insert(&db, tree, &k, &value(&mut rng, big_every, segment_size / 2)),
-                None => model.insert(&db, tree, &key(&mut rng, shape, 50_000), &value(&mut rng, big_every, segment_size / 2)),
+                Some(k) => {
+                    model.insert(&db, tree, &k, &value(&mut rng, big_every, segment_size / 2))
+                }
+                None => model.insert(
+                    &db,
+                    tree,
+                    &key(&mut rng, shape, 50_000),
+                    &value(&mut rng, big_every, segment_size / 2),
+                ),
             }
         }
         if cycle == 1 {
@@ -143,9 +184,20 @@ fn churn(segment_size: usize, seed: u64, cycles: usize, ops: usize, big_every: u
             model.insert(&db, b"mixed", b"empty value", b"");
         }
         // The flushed directory of a running database is what a crash right now would leave.
-        census.max(&check_live(&db, dir.path(), &format!("seed {seed} cycle {cycle} (live)"), &model, seed + cycle as u64));
+        census.max(&check_live(
+            &db,
+            dir.path(),
+            &format!("seed {seed} cycle {cycle} (live)"),
+            &model,
+            seed + cycle as u64,
+        ));
         drop(db);
-        census.max(&check(dir.path(), &format!("seed {seed} cycle {cycle} (closed)"), &model, seed + cycle as u64));
+        census.max(&check(
+            dir.path(),
+            &format!("seed {seed} cycle {cycle} (closed)"),
+            &model,
+            seed + cycle as u64,
+        ));
     }
     (census, model)
 }
@@ -155,13 +207,28 @@ fn churn_in_small_segments_merges_relocates_and_reuses() {
     // 4 KiB segments: anything over ~1 KiB goes to a blob, and the segment cleaner relocates
     // pages out of thinning segments so they can be reused.
     let (census, model) = churn(4096, 1, 6, 4000, 20);
-    eprintln!("4 KiB segments: {census:?}, {} entries at the end", model.len());
+    eprintln!(
+        "4 KiB segments: {census:?}, {} entries at the end",
+        model.len()
+    );
     assert!(census.segments > 100, "{census:?}");
-    assert!(census.lsn_span > census.segments + 12, "no segment was reused: {census:?}");
-    assert!(census.kind(KIND_BLOB_NODE) > 0 && census.kind(KIND_BLOB_LINK) > 0, "{census:?}");
+    assert!(
+        census.lsn_span > census.segments + 12,
+        "no segment was reused: {census:?}"
+    );
+    assert!(
+        census.kind(KIND_BLOB_NODE) > 0 && census.kind(KIND_BLOB_LINK) > 0,
+        "{census:?}"
+    );
     assert!(census.kind(KIND_FREE) > 0, "no page was freed: {census:?}");
-    assert!(census.link(LINK_MERGE_INTENTION) > 0, "no merge began: {census:?}");
-    assert!(census.link(LINK_MERGE_CAP) > 0 && census.link(LINK_MERGE_CONFIRM) > 0, "no merge finished: {census:?}");
+    assert!(
+        census.link(LINK_MERGE_INTENTION) > 0,
+        "no merge began: {census:?}"
+    );
+    assert!(
+        census.link(LINK_MERGE_CAP) > 0 && census.link(LINK_MERGE_CONFIRM) > 0,
+        "no merge finished: {census:?}"
+    );
     assert!(census.snapshots > 0, "{census:?}");
 }
 
@@ -169,7 +236,10 @@ fn churn_in_small_segments_merges_relocates_and_reuses() {
 fn churn_in_8k_segments() {
     let (census, _) = churn(8192, 2, 6, 5000, 40);
     eprintln!("8 KiB segments: {census:?}");
-    assert!(census.lsn_span > census.segments + 12 && census.link(LINK_MERGE_INTENTION) > 0, "{census:?}");
+    assert!(
+        census.lsn_span > census.segments + 12 && census.link(LINK_MERGE_INTENTION) > 0,
+        "{census:?}"
+    );
 }
 
 #[test]
@@ -177,7 +247,10 @@ fn churn_in_default_segments() {
     // Sled's default 512 KiB segments: values over 128 KiB go to blobs.
     let (census, _) = churn(512 * 1024, 3, 4, 3000, 150);
     eprintln!("512 KiB segments: {census:?}");
-    assert!(census.kind(KIND_BLOB_LINK) > 0 && census.link(LINK_MERGE_INTENTION) > 0, "{census:?}");
+    assert!(
+        census.kind(KIND_BLOB_LINK) > 0 && census.link(LINK_MERGE_INTENTION) > 0,
+        "{census:?}"
+    );
 }
 
 #[test]
@@ -198,13 +271,28 @@ fn large_values_live_in_blobs() {
                 let v: Vec<u8> = (0..len).map(|j| (j as u8) ^ (i as u8)).collect();
                 model.insert(&db, b"blobs", &k, &v);
             }
-            model.insert(&db, DEFAULT_TREE, format!("small{i}").as_bytes(), &[cycle as u8; 10]);
+            model.insert(
+                &db,
+                DEFAULT_TREE,
+                format!("small{i}").as_bytes(),
+                &[cycle as u8; 10],
+            );
         }
         drop(db);
-        census.max(&check(dir.path(), &format!("blobs cycle {cycle}"), &model, cycle));
+        census.max(&check(
+            dir.path(),
+            &format!("blobs cycle {cycle}"),
+            &model,
+            cycle,
+        ));
     }
     eprintln!("blobs: {census:?}");
-    assert!(census.blob_files > 10 && census.kind(KIND_BLOB_LINK) > 0 && census.kind(KIND_BLOB_NODE) > 0, "{census:?}");
+    assert!(
+        census.blob_files > 10
+            && census.kind(KIND_BLOB_LINK) > 0
+            && census.kind(KIND_BLOB_NODE) > 0,
+        "{census:?}"
+    );
 }
 
 #[test]
@@ -285,11 +373,22 @@ fn clear_drop_and_recreate_trees() {
             }
         }
         if cycle == 2 {
-            check_live(&db, dir.path(), &format!("clear/drop cycle {cycle} (live)"), &model, cycle);
+            check_live(
+                &db,
+                dir.path(),
+                &format!("clear/drop cycle {cycle} (live)"),
+                &model,
+                cycle,
+            );
         }
         drop(db);
         // Trees dropped at the end are gone; the model recreates dropped ones next cycle.
-        check(dir.path(), &format!("clear/drop cycle {cycle}"), &model, cycle);
+        check(
+            dir.path(),
+            &format!("clear/drop cycle {cycle}"),
+            &model,
+            cycle,
+        );
     }
 }
 
@@ -315,28 +414,55 @@ fn transactions_and_batches() {
                     Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
                 })
                 .unwrap();
-            model.trees.entry(b"accounts".to_vec()).or_default().insert(ka.clone(), va.clone());
-            model.trees.entry(b"ledger".to_vec()).or_default().insert(kb, ka);
+            model
+                .trees
+                .entry(b"accounts".to_vec())
+                .or_default()
+                .insert(ka.clone(), va.clone());
+            model
+                .trees
+                .entry(b"ledger".to_vec())
+                .or_default()
+                .insert(kb, ka);
 
             let mut batch = sled::Batch::default();
             for _ in 0..rng.gen_range(1..20) {
                 let k = key(&mut rng, 1, 3000);
                 if rng.gen_ratio(1, 3) {
                     batch.remove(k.clone());
-                    model.trees.entry(DEFAULT_TREE.to_vec()).or_default().remove(&k);
+                    model
+                        .trees
+                        .entry(DEFAULT_TREE.to_vec())
+                        .or_default()
+                        .remove(&k);
                 } else {
                     let v = value(&mut rng, 25, 2500);
                     batch.insert(k.clone(), v.clone());
-                    model.trees.entry(DEFAULT_TREE.to_vec()).or_default().insert(k, v);
+                    model
+                        .trees
+                        .entry(DEFAULT_TREE.to_vec())
+                        .or_default()
+                        .insert(k, v);
                 }
             }
             db.apply_batch(batch).unwrap();
         }
         drop((a, b));
-        let census = check_live(&db, dir.path(), &format!("transactions cycle {cycle} (live)"), &model, cycle);
+        let census = check_live(
+            &db,
+            dir.path(),
+            &format!("transactions cycle {cycle} (live)"),
+            &model,
+            cycle,
+        );
         assert!(census.kind(KIND_BATCH_MANIFEST) > 0, "{census:?}");
         drop(db);
-        check(dir.path(), &format!("transactions cycle {cycle}"), &model, cycle);
+        check(
+            dir.path(),
+            &format!("transactions cycle {cycle}"),
+            &model,
+            cycle,
+        );
     }
 }
 
@@ -346,7 +472,10 @@ fn fresh_and_nearly_empty_databases() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path(), 512 * 1024));
     let contents = assert_agree(dir.path(), "fresh database", 0);
-    assert_eq!(contents.keys().collect::<Vec<_>>(), vec![&DEFAULT_TREE.to_vec()]);
+    assert_eq!(
+        contents.keys().collect::<Vec<_>>(),
+        vec![&DEFAULT_TREE.to_vec()]
+    );
     // And reopened a few times: each open writes a snapshot over the same few pages.
     for _ in 0..3 {
         drop(open(dir.path(), 512 * 1024));
@@ -365,7 +494,8 @@ fn genuine_open_writes_where_sled_readonly_does_not() {
     {
         let db = open(dir.path(), 8192);
         for i in 0..2000u32 {
-            db.insert(i.to_be_bytes(), vec![7u8; (i % 500) as usize]).unwrap();
+            db.insert(i.to_be_bytes(), vec![7u8; (i % 500) as usize])
+                .unwrap();
         }
     }
     settle(dir.path());
@@ -375,7 +505,11 @@ fn genuine_open_writes_where_sled_readonly_does_not() {
     assert_eq!(read.entries(DEFAULT_TREE).len(), 2000);
     drop(ours);
     let after = DirState::capture(dir.path());
-    assert!(before == after, "sled-readonly changed the directory:\n{}", before.diff(&after));
+    assert!(
+        before == after,
+        "sled-readonly changed the directory:\n{}",
+        before.diff(&after)
+    );
 
     std::thread::sleep(std::time::Duration::from_millis(20)); // distinct modification times
     let copy = tempfile::tempdir().unwrap();
@@ -386,6 +520,9 @@ fn genuine_open_writes_where_sled_readonly_does_not() {
     drop(genuine);
     let copy_after = DirState::capture(copy.path());
     let diff = copy_before.diff(&copy_after);
-    assert!(!diff.is_empty(), "genuine Sled's open left the copy unchanged");
+    assert!(
+        !diff.is_empty(),
+        "genuine Sled's open left the copy unchanged"
+    );
     eprintln!("genuine Sled's open changed:\n{diff}");
 }

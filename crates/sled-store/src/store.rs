@@ -36,6 +36,9 @@ pub struct StoreInfo {
     pub account_device_id: Option<String>,
     /// The Sled folder's size on disk (log, snapshot, blobs).
     pub store_bytes: u64,
+    /// Why Sled's own open would refuse this store, which is read anyway (see sled-readonly's
+    /// `RecoveryReport::sled_would_refuse`): the user must hear of it.
+    pub sled_would_refuse: Vec<String>,
 }
 
 pub struct SledStore {
@@ -86,6 +89,7 @@ impl SledStore {
                 account_user_id,
                 account_device_id,
                 store_bytes: folder_bytes(&sled_dir),
+                sled_would_refuse: db.recovery().sled_would_refuse.clone(),
             },
             cipher,
             db,

@@ -104,7 +104,12 @@ pub async fn convert_async(
     }
 
     let sled = SledStore::open(&location, OpenOptions { passphrase: options.sled_passphrase.clone() })?;
-    let mut report = ConvertReport::new(options.dry_run, &existing, sled.info().device_id.clone());
+    let mut report = ConvertReport::new(
+        options.dry_run,
+        &existing,
+        sled.info().device_id.clone(),
+        sled.info().sled_would_refuse.clone(),
+    );
 
     // The account first: without it there is no device to keep, and Olm sessions need its keys.
     let mut account = None;

@@ -76,6 +76,8 @@ pub struct ConvertReport {
     pub has_cross_signing_identity: bool,
     pub written: Option<std::path::PathBuf>,
     pub moved_aside: Option<std::path::PathBuf>,
+    /// Why Sled's own open would refuse the store that was converted anyway.
+    pub sled_would_refuse: Vec<String>,
 }
 
 impl ConvertReport {
@@ -83,6 +85,7 @@ impl ConvertReport {
         dry_run: bool,
         existing: &ExistingStore,
         bot_sdk_device_id: Option<String>,
+        sled_would_refuse: Vec<String>,
     ) -> Self {
         ConvertReport {
             dry_run,
@@ -105,6 +108,7 @@ impl ConvertReport {
             has_cross_signing_identity: false,
             written: None,
             moved_aside: None,
+            sled_would_refuse,
         }
     }
 
