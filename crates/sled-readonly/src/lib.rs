@@ -16,6 +16,7 @@
 //! Nothing here writes: `db` and the blobs are opened read-only, and nothing is locked (the
 //! caller decides how to keep the database's owner away while it reads).
 
+mod buffer;
 mod codec;
 mod error;
 mod log;
@@ -37,6 +38,7 @@ pub use log::{Lsn, PageId};
 pub use recovery::{RecoveryReport, StorageParameters};
 pub use scan::{Entries, Leaf, LostRange, Scan};
 
+use crate::buffer::MessageBody;
 use crate::codec::Cursor;
 use crate::log::{read_blob, read_message, Body, LogRead, MessageAt, COUNTER_PID, META_PID};
 use crate::node::Node;
@@ -221,7 +223,7 @@ impl Db {
         &self,
         pid: PageId,
         fragment: &Fragment,
-    ) -> Result<(Body, Zeroizing<Vec<u8>>), PageError> {
+    ) -> Result<(Body, MessageBody), PageError> {
         let damaged = |detail: String| PageError::Damaged {
             pid,
             lsn: fragment.lsn,

@@ -10,6 +10,8 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
+use crate::buffer::{MessageBody, SecretBuf};
+
 use crate::codec::{Cursor, Malformed};
 
 pub type Lsn = i64;
@@ -163,6 +165,9 @@ impl MessageHeader {
 
 /// Bytes to read messages from: a whole segment in memory while recovering, the file otherwise.
 pub(crate) trait ReadAt {
+    /// Whether `view` returns bytes it read into the caller's `scratch` (rather than borrowed).
+    const READS_INTO_SCRATCH: bool;
+
     /// Up to `len` bytes at `at` (fewer where the bytes end): borrowed when they are in memory,
     /// read into `scratch` otherwise. `None` past the end or on a read error.
     fn view<'s>(&'s self, at: LogOffset, len: usize, scratch: &'s mut Vec<u8>) -> Option<&'s [u8]>;
@@ -171,11 +176,13 @@ pub(crate) trait ReadAt {
 /// One segment read into memory, and where it sits in the file.
 pub(crate) struct SegmentBuf {
     /// Wiped when dropped: a store without a passphrase keeps its keys in the clear.
-    pub buf: Zeroizing<Vec<u8>>,
+    pub buf: SecretBuf,
     pub offset: LogOffset,
 }
 
 impl ReadAt for SegmentBuf {
+    const READS_INTO_SCRATCH: bool = false;
+
     fn view<'s>(
         &'s self,
         at: LogOffset,
@@ -192,6 +199,8 @@ impl ReadAt for SegmentBuf {
 }
 
 impl ReadAt for File {
+    const READS_INTO_SCRATCH: bool = true;
+
     fn view<'s>(&'s self, at: LogOffset, len: usize, scratch: &'s mut Vec<u8>) -> Option<&'s [u8]> {
         scratch.clear();
         scratch.resize(len, 0);
@@ -209,13 +218,21 @@ impl ReadAt for File {
     }
 }
 
+/// Where a message's body was found: in the first read, in the zero-padded header probe, or in
+/// a second read.
+enum BodyIn {
+    First,
+    Padded,
+    Second,
+}
+
 /// What reading one message found, as Sled's `read_message` classifies it.
 pub(crate) enum LogRead {
     /// A page message: its body if asked for (the blob's contents for blob messages) and the
     /// bytes it takes in the log.
     Page {
         header: MessageHeader,
-        body: Option<Zeroizing<Vec<u8>>>,
+        body: Option<MessageBody>,
         blob: Option<Lsn>,
         inline_len: u32,
     },
@@ -284,7 +301,7 @@ pub(crate) fn read_message<R: ReadAt>(
     let seg_start = at.lid / at.segment_size * at.segment_size;
     let ceiling = seg_start + at.segment_size;
     let room = usize::try_from(ceiling - at.lid).unwrap_or(usize::MAX);
-    let mut scratch = Zeroizing::new(Vec::new());
+    let mut scratch = SecretBuf::new();
     let view = source
         .view(
             at.lid,
@@ -308,11 +325,11 @@ pub(crate) fn read_message<R: ReadAt>(
     }
     let body_len = header.len as usize;
     let end = header_len + body_len;
-    let mut extra = Zeroizing::new(Vec::new());
-    let body: &[u8] = if end <= view.len() {
-        &view[header_len..end]
+    let mut extra = SecretBuf::new();
+    let (body, body_in): (&[u8], BodyIn) = if end <= view.len() {
+        (&view[header_len..end], BodyIn::First)
     } else if end <= HEADER_PROBE {
-        &padded[header_len..end]
+        (&padded[header_len..end], BodyIn::Padded)
     } else {
         let read = source
             .view(at.lid + header_len as u64, body_len, &mut extra)
@@ -320,7 +337,7 @@ pub(crate) fn read_message<R: ReadAt>(
         if read.len() < body_len {
             return Err(ReadFailure::Eof);
         }
-        read
+        (read, BodyIn::Second)
     };
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(body);
@@ -368,7 +385,22 @@ pub(crate) fn read_message<R: ReadAt>(
             }
         }
         _ => {
-            let body = at.keep_body.then(|| Zeroizing::new(body.to_vec()));
+            // The body stays in the buffer it was read into when there is one (the file's
+            // case); bytes borrowed from a segment in memory, or the short padded probe, are
+            // copied.
+            let body = if at.keep_body {
+                let copied = match body_in {
+                    BodyIn::First | BodyIn::Second if R::READS_INTO_SCRATCH => None,
+                    _ => Some(SecretBuf::from_slice(body)),
+                };
+                Some(match (copied, body_in) {
+                    (Some(copy), _) => MessageBody::whole(copy),
+                    (None, BodyIn::First) => MessageBody::new(scratch, header_len..end),
+                    (None, _) => MessageBody::whole(extra),
+                })
+            } else {
+                None
+            };
             Ok(LogRead::Page {
                 header,
                 body,
@@ -383,9 +415,9 @@ pub(crate) fn read_message<R: ReadAt>(
 pub(crate) fn read_blob(
     blobs_dir: &Path,
     blob_lsn: Lsn,
-) -> Result<(MessageKind, Zeroizing<Vec<u8>>), BlobFailure> {
+) -> Result<(MessageKind, MessageBody), BlobFailure> {
     let mut file = File::open(blobs_dir.join(blob_lsn.to_string())).map_err(BlobFailure::Io)?;
-    let mut contents = Zeroizing::new(Vec::new());
+    let mut contents = SecretBuf::new();
     file.read_to_end(&mut contents).map_err(BlobFailure::Io)?;
     if contents.len() < 5 {
         return Err(BlobFailure::Io(std::io::ErrorKind::UnexpectedEof.into()));
@@ -395,8 +427,8 @@ pub(crate) fn read_blob(
         return Err(BlobFailure::Crc);
     }
     let kind = MessageKind::from_byte(contents[4]);
-    let body = Zeroizing::new(contents[5..].to_vec());
-    Ok((kind, body))
+    let len = contents.len();
+    Ok((kind, MessageBody::new(contents, 5..len)))
 }
 
 /// Whether a message may start at this LSN: after the segment header, and not in the last

@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use zeroize::Zeroizing;
+use crate::buffer::MessageBody;
 
 use crate::codec::{Cursor, Malformed};
 use crate::log::PageId;
@@ -35,7 +35,7 @@ pub(crate) enum Kind {
 }
 
 pub(crate) struct Node {
-    bufs: Vec<Zeroizing<Vec<u8>>>,
+    bufs: Vec<MessageBody>,
     pub next: Option<PageId>,
     pub merging_child: Option<PageId>,
     pub merging: bool,
@@ -87,7 +87,7 @@ impl Node {
     /// Decodes a base version (Sled's `Serialize for Node`): right sibling, merging child,
     /// merging flag, prefix length, low and high bounds, then the data: a tag (0 leaf, 1 index),
     /// a count, the keys, then the values or child page IDs.
-    pub fn decode(base: Zeroizing<Vec<u8>>) -> Result<Node, NodeError> {
+    pub fn decode(base: MessageBody) -> Result<Node, NodeError> {
         let mut c = Cursor::new(&base);
         let next = c.nonzero_option("node")?;
         let merging_child = c.nonzero_option("node")?;
@@ -145,7 +145,7 @@ impl Node {
     }
 
     /// Applies one linked fragment (Sled's `Link` encoding: a tag, then its fields).
-    pub fn apply(&mut self, body: Zeroizing<Vec<u8>>) -> Result<(), NodeError> {
+    pub fn apply(&mut self, body: MessageBody) -> Result<(), NodeError> {
         let buf = self.bufs.len();
         let link = {
             let mut c = Cursor::new(&body);

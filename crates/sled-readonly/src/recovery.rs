@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use zeroize::Zeroizing;
+use crate::buffer::SecretBuf;
 
 use crate::codec::{Cursor, Malformed};
 use crate::error::Error;
@@ -336,7 +336,7 @@ impl<'a> LogIter<'a> {
         {
             return Ok(false);
         }
-        let mut buf = Zeroizing::new(Vec::new());
+        let mut buf = SecretBuf::new();
         if self
             .file
             .view(offset, self.segment_size as usize, &mut buf)
