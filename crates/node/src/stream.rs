@@ -413,8 +413,8 @@ fn decode_raw(item: SourceItem, cipher: Option<&StoreCipher>) -> SourceItem {
     let Cursor::Entry(leaf, index) = &cursor else {
         unreachable!("stored items point into their leaf");
     };
-    let decoded = match leaf.entry(*index) {
-        Some((_, value)) => sled_store::decode_value(value, cipher),
+    let decoded = match leaf.value(*index) {
+        Some(value) => sled_store::decode_value(value, cipher),
         None => unreachable!("the reader made an item for each entry of the leaf"),
     };
     match decoded {

@@ -199,8 +199,8 @@ pub async fn start_fingerprint_scan(options: FingerprintScanOptions) -> Result<S
             let add = |chunk: &mut Vec<_>| -> Result<()> {
                 let read: Vec<_> = chunk
                     .par_drain(..)
-                    .map(|(leaf, index): (Arc<sled_store::Leaf>, usize)| match leaf.entry(index) {
-                        Some((_, value)) => sled_store::decode_value(value, cipher.as_deref()),
+                    .map(|(leaf, index): (Arc<sled_store::Leaf>, usize)| match leaf.value(index) {
+                        Some(value) => sled_store::decode_value(value, cipher.as_deref()),
                         None => unreachable!("the chunk holds entries of their leaves"),
                     })
                     .collect();

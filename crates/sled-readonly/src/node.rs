@@ -278,12 +278,12 @@ impl Node {
             .map(|(k, v)| (self.bytes(*k), self.bytes(*v)))
     }
 
-    /// Leaves: the position of the first entry whose whole key is at or after `key`.
+    /// Leaves: the position of the first entry whose whole key is at or after `key` and at or
+    /// after the node's low bound. A key below the low bound is not the node's, whatever its
+    /// fragments say: a damaged page can carry a link from one of its versions with another
+    /// prefix, whose key decodes below the range (Sled's iterator starts at the bound too).
     pub fn position_of(&self, key: &[u8]) -> usize {
-        if key <= self.lo() {
-            return 0;
-        }
-        match self.suffix(key) {
+        match self.suffix(key.max(self.lo())) {
             Some(suffix) => self.find(suffix).unwrap_or_else(|i| i),
             // Above the low bound without its prefix: above every key with that prefix.
             None => self.keys.len(),
@@ -294,5 +294,54 @@ impl Node {
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         let i = self.find(self.suffix(key)?).ok()?;
         Some(self.bytes(self.values[i]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::SecretBuf;
+
+    fn ivec(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.push(bytes.len() as u8); // lengths below 241 are one byte
+        out.extend_from_slice(bytes);
+    }
+
+    /// A leaf of keys `lo[..prefix_len] ‖ suffix`, as Sled serializes a node.
+    fn leaf(lo: &[u8], hi: &[u8], prefix_len: u8, suffixes: &[&[u8]]) -> MessageBody {
+        let mut b = vec![0, 0, 0, prefix_len]; // no sibling, no merging child, not merging
+        ivec(&mut b, lo);
+        ivec(&mut b, hi);
+        b.extend_from_slice(&[0, suffixes.len() as u8]);
+        for s in suffixes {
+            ivec(&mut b, s);
+        }
+        for _ in suffixes {
+            ivec(&mut b, b"v");
+        }
+        MessageBody::whole(SecretBuf::from_slice(&b))
+    }
+
+    fn set(suffix: &[u8]) -> MessageBody {
+        let mut b = vec![0];
+        ivec(&mut b, suffix);
+        ivec(&mut b, b"w");
+        MessageBody::whole(SecretBuf::from_slice(&b))
+    }
+
+    #[test]
+    fn entries_below_the_low_bound_are_not_the_leafs() {
+        // Found on a damaged image: a fragment whose key decodes below the leaf's range.
+        let mut node = Node::decode(leaf(b"k00764", b"k008", 3, &[b"767", b"769"])).unwrap();
+        node.apply(set(b"70")).unwrap();
+        assert_eq!(
+            node.len(),
+            3,
+            "the stray key is stored, in key order, first"
+        );
+        assert_eq!(node.position_of(b""), 1);
+        assert_eq!(node.position_of(b"k00764"), 1);
+        assert_eq!(node.position_of(b"k00768"), 2);
+        assert_eq!(node.position_of(b"k009"), 3);
     }
 }

@@ -146,6 +146,17 @@ impl Leaf {
         Some(([self.node.prefix(), suffix].concat(), value))
     }
 
+    /// The `i`-th entry's value alone (no key to build).
+    pub fn value(&self, i: usize) -> Option<&[u8]> {
+        if i >= self.len() {
+            return None;
+        }
+        self.node
+            .entries_from(self.start + i)
+            .next()
+            .map(|(_, value)| value)
+    }
+
     pub fn len(&self) -> usize {
         self.end.min(self.node.len()).saturating_sub(self.start)
     }
