@@ -4,21 +4,7 @@
 //!     cargo run --release -p sled-readonly --example compare -- SLED_DIR
 
 use std::ops::Bound;
-use std::path::Path;
 use std::time::Instant;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 fn main() {
     let dir = std::path::PathBuf::from(std::env::args().nth(1).expect("usage: compare SLED_DIR"));
@@ -30,13 +16,23 @@ fn main() {
         ours.recovery()
     );
 
-    let copy = tempfile::tempdir().unwrap();
-    copy_dir(&dir, copy.path());
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = scratch.path().join("db");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&dir)
+        .arg(&copy)
+        .status();
+    assert!(
+        copied.is_ok_and(|s| s.success()),
+        "cp -a {} failed",
+        dir.display()
+    );
     let started = Instant::now();
     // Sled refuses to open a database with another segment size than the one it was made with.
     let segment_size = ours.parameters().segment_size as usize;
     let genuine = sled::Config::new()
-        .path(copy.path())
+        .path(&copy)
         .segment_size(segment_size)
         .open()
         .expect("sled opens the copy");

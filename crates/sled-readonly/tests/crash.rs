@@ -194,21 +194,13 @@ fn crash_cycles(test: &str, workload: &str, seed: u64, images: usize) -> Tally {
 
         let copies = tempfile::tempdir().unwrap();
         let copy = copies.path().join("copy");
-        let probe: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = match &ours {
-            Ok(read) => read
-                .trees
-                .keys()
-                .map(|n| {
-                    (
-                        n.clone(),
-                        read.entries(n).into_iter().map(|(k, _)| k).collect(),
-                    )
-                })
-                .collect(),
-            Err(_) => BTreeMap::new(),
-        };
-        let (genuine, changed) =
-            genuine_in_child(test, dir.path(), &copy, Duration::from_secs(90), &probe);
+        let (genuine, changed) = genuine_in_child(
+            test,
+            dir.path(),
+            &copy,
+            Duration::from_secs(90),
+            &probe(&ours),
+        );
         if !changed.is_empty() {
             tally.genuine_changed_copy += 1;
         }

@@ -249,22 +249,6 @@ fn damage(rng: &mut StdRng, dir: &Path, which: usize) -> String {
     }
 }
 
-/// The keys sled-readonly returned, by tree: genuine Sled's `get` is asked about each.
-fn probe(ours: &Result<OurRead, sled_readonly::Error>) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
-    let Ok(read) = ours else {
-        return BTreeMap::new();
-    };
-    read.trees
-        .keys()
-        .map(|name| {
-            (
-                name.clone(),
-                read.entries(name).into_iter().map(|(k, _)| k).collect(),
-            )
-        })
-        .collect()
-}
-
 #[derive(Default, Debug)]
 struct Tally {
     classes: BTreeMap<String, usize>,

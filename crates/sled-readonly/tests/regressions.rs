@@ -41,26 +41,13 @@ fn read_both(test: &str, dir: &Path) -> (String, Genuine, Result<OurRead, sled_r
         before == DirState::capture(dir),
         "sled-readonly changed the directory"
     );
-    let probe: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = match &ours {
-        Ok(read) => read
-            .trees
-            .keys()
-            .map(|n| {
-                (
-                    n.clone(),
-                    read.entries(n).into_iter().map(|(k, _)| k).collect(),
-                )
-            })
-            .collect(),
-        Err(_) => BTreeMap::new(),
-    };
     let copies = tempfile::tempdir().unwrap();
     let (genuine, _) = genuine_in_child(
         test,
         dir,
         &copies.path().join("copy"),
         Duration::from_secs(30),
-        &probe,
+        &probe(&ours),
     );
     let class = judge(test, &genuine, &ours);
     (class, genuine, ours)

@@ -27,32 +27,27 @@ pub const DEFAULT_TREE: &[u8] = sled_readonly::DEFAULT_TREE;
 // Files
 
 pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
+    copy_files(from, to, false);
 }
 
 /// A copy of the directory of a running database (after a flush): what a crash at this moment
 /// would leave, except for blob files Sled deletes while the copy is made (gone from the copy,
 /// as they would be after the crash).
 pub fn copy_live_dir(from: &Path, to: &Path) {
+    copy_files(from, to, true);
+}
+
+fn copy_files(from: &Path, to: &Path, files_may_vanish: bool) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let target = to.join(entry.file_name());
         if entry.file_type().unwrap().is_dir() {
-            copy_live_dir(&entry.path(), &target);
+            copy_files(&entry.path(), &target, files_may_vanish);
         } else {
             match std::fs::copy(entry.path(), &target) {
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if files_may_vanish && e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => panic!("copying {}: {e}", entry.path().display()),
             }
         }
@@ -139,8 +134,17 @@ impl DirState {
                 if entry.file_type().unwrap().is_dir() {
                     walk(root, &path, out);
                 } else {
-                    let meta = entry.metadata().unwrap();
-                    let bytes = std::fs::read(&path).unwrap();
+                    // A file Sled's background threads delete while this walks (see `settle`)
+                    // is not there: the state without it.
+                    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+                    let meta = match entry.metadata() {
+                        Err(e) if gone(&e) => continue,
+                        other => other.unwrap(),
+                    };
+                    let bytes = match std::fs::read(&path) {
+                        Err(e) if gone(&e) => continue,
+                        other => other.unwrap(),
+                    };
                     out.insert(
                         path.strip_prefix(root).unwrap().to_owned(),
                         FileState {
@@ -229,6 +233,22 @@ impl OurRead {
         }
         out
     }
+}
+
+/// The keys sled-readonly returned, by tree: what genuine Sled's `get` is asked about.
+pub fn probe(ours: &Result<OurRead, sled_readonly::Error>) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
+    let Ok(read) = ours else {
+        return BTreeMap::new();
+    };
+    read.trees
+        .keys()
+        .map(|name| {
+            (
+                name.clone(),
+                read.entries(name).into_iter().map(|(k, _)| k).collect(),
+            )
+        })
+        .collect()
 }
 
 /// Every tree read in full; a scan that does not move forward after a lost range is cut short
