@@ -133,19 +133,10 @@ impl Db {
 
     /// The table of trees: page 0's base, a sequence of (name, root page) pairs.
     fn read_meta(&self) -> Result<BTreeMap<Vec<u8>, PageId>, PageError> {
-        let fragments = match self.pages.get(META_PID) {
-            PageState::Present(fragments) => fragments,
-            // Sled creates it on first open; a database never opened has no trees.
-            PageState::Absent => return Ok(BTreeMap::new()),
-            PageState::Freed => return Err(PageError::Freed { pid: META_PID }),
+        // Sled creates it on first open; a database never opened has no trees.
+        let Some(bytes) = self.read_special_page(META_PID, Body::Meta)? else {
+            return Ok(BTreeMap::new());
         };
-        let (body, bytes) = self.read_fragment(META_PID, &fragments[0])?;
-        if body != Body::Meta {
-            return Err(PageError::Undecodable {
-                pid: META_PID,
-                detail: format!("its base is a {body:?} message"),
-            });
-        }
         let undecodable = |e: Malformed| PageError::Undecodable {
             pid: META_PID,
             detail: e.to_string(),
@@ -163,19 +154,10 @@ impl Db {
     /// Sled's open reads the ID counter (page 1) along with the table of trees and fails when
     /// it cannot; nothing here needs its value, only to say where Sled would fail.
     fn check_counter(&self) -> Result<(), PageError> {
-        let fragments = match self.pages.get(COUNTER_PID) {
-            PageState::Present(fragments) => fragments,
-            // Sled creates it when the table ends before it.
-            PageState::Absent => return Ok(()),
-            PageState::Freed => return Err(PageError::Freed { pid: COUNTER_PID }),
+        // Sled creates it when the table ends before it.
+        let Some(bytes) = self.read_special_page(COUNTER_PID, Body::Counter)? else {
+            return Ok(());
         };
-        let (body, bytes) = self.read_fragment(COUNTER_PID, &fragments[0])?;
-        if body != Body::Counter {
-            return Err(PageError::Undecodable {
-                pid: COUNTER_PID,
-                detail: format!("its base is a {body:?} message"),
-            });
-        }
         Cursor::new(&bytes)
             .varint("ID counter")
             .map(drop)
@@ -183,6 +165,28 @@ impl Db {
                 pid: COUNTER_PID,
                 detail: e.to_string(),
             })
+    }
+
+    /// The base message of one of Sled's own pages (the table of trees, the ID counter), which
+    /// must be of the kind `expected`; `None` when the page was never written.
+    fn read_special_page(
+        &self,
+        pid: PageId,
+        expected: Body,
+    ) -> Result<Option<MessageBody>, PageError> {
+        let fragments = match self.pages.get(pid) {
+            PageState::Present(fragments) => fragments,
+            PageState::Absent => return Ok(None),
+            PageState::Freed => return Err(PageError::Freed { pid }),
+        };
+        let (body, bytes) = self.read_fragment(pid, &fragments[0])?;
+        if body != expected {
+            return Err(PageError::Undecodable {
+                pid,
+                detail: format!("its base is a {body:?} message"),
+            });
+        }
+        Ok(Some(bytes))
     }
 
     /// Reads one node: its base, then every fragment linked onto it, in order.
