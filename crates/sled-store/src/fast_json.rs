@@ -123,9 +123,10 @@ impl<'a> Cursor<'a> {
         (n == out.len()).then_some(())
     }
 
-    /// `[n, n, …]` of integers 0–255, handed to `sink` in order (one to four at a time). The compact form serde_json writes
-    /// (`[12,0,255]`) is read four bytes at a time; anything else (whitespace, say) goes element by
-    /// element through [`Cursor::byte`].
+    /// `[n, n, …]` of integers 0–255, handed to `sink` in order (one to four at a time). The
+    /// compact form serde_json writes (`[12,0,255]`) is read four elements at a time where the CPU
+    /// allows ([`four_at_once`]), then one element from a four-byte window; anything else
+    /// (whitespace, say) goes element by element through [`Cursor::byte`].
     #[inline(always)]
     fn byte_array(&mut self, mut sink: impl FnMut(&[u8]) -> Option<()>) -> Option<()> {
         self.eat(b'[')?;
@@ -355,8 +356,9 @@ mod four_at_once {
         }
     }
 
-    /// Decodes groups of four compact elements from `at` on, each group's values handed to `sink`; returns
-    /// where the first group it could not take starts. `None` when `sink` refuses a value.
+    /// Decodes groups of four compact elements from `at` on, each group's values handed to
+    /// `sink`; returns where the first group it could not take starts. `None` when `sink` refuses
+    /// a group.
     #[inline]
     pub(super) fn decode_run(bytes: &[u8], at: usize, sink: &mut impl FnMut(&[u8]) -> Option<()>) -> Option<usize> {
         #[cfg(target_arch = "x86_64")]
