@@ -5,7 +5,7 @@
  */
 import anyTest, { type TestFn } from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, promises as fs, readdirSync } from 'node:fs';
+import { existsSync, promises as fs, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { runCli } from './helpers/cli.js';
 import { generatedFixture, keyIdentity, treeHashes } from './helpers/fixtures.js';
@@ -26,11 +26,44 @@ function random(): number {
 
 /** Starts the CLI and SIGKILLs it after `ms` (if it is still running); resolves with how it ended. */
 function killAfter(args: string[], env: Record<string, string>, ms: number): Promise<{ killed: boolean; code: number | null }> {
+  return killWhen(args, env, (kill) => setTimeout(kill, ms));
+}
+
+/**
+ * Starts an upload and SIGKILLs it `ms` after its first checkpoint is on disk: a kill mid-upload
+ * whatever the machine's speed (on a busy machine, a kill timed from the start can land before the
+ * first request is answered, every time).
+ */
+function killAfterCheckpoint(args: string[], env: Record<string, string>, migrationDir: string, ms: number): Promise<{ killed: boolean; code: number | null }> {
+  const statePath = path.join(migrationDir, 'migration-state.json');
+  return killWhen(args, env, (kill) => {
+    const poll = setInterval(() => {
+      if (acknowledged(statePath) > 0) {
+        clearInterval(poll);
+        setTimeout(kill, ms);
+      }
+    }, 5);
+    return poll;
+  });
+}
+
+function acknowledged(statePath: string): number {
+  try {
+    const state = JSON.parse(readFileSync(statePath, 'utf8')) as { upload?: { sessions_acknowledged: number } };
+    return state.upload?.sessions_acknowledged ?? 0;
+  } catch {
+    return 0; // not written yet
+  }
+}
+
+/** Starts the CLI; `arm` decides when to kill it (and returns its timer); resolves with how it ended. */
+function killWhen(args: string[], env: Record<string, string>, arm: (kill: () => void) => NodeJS.Timeout): Promise<{ killed: boolean; code: number | null }> {
   const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, CI: 'true', ...env }, stdio: 'ignore' });
-  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  const timer = arm(() => child.kill('SIGKILL'));
   return new Promise((resolve) =>
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      clearInterval(timer);
       resolve({ killed: signal === 'SIGKILL', code });
     }),
   );
@@ -86,8 +119,12 @@ test('20 SIGKILLs across backup, extract and upload: every rerun completes, noth
     const mig = await tempDir(t);
     const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
     t.is((await runCli(['enable'], env)).code, 0);
-    const ms = 300 + Math.floor(random() * 1200);
-    const run = await killAfter(['upload', '--body-limit', '8192'], env, ms);
+    // Half the kills at a random moment from the start (the open, the first requests), half a
+    // random moment after the first checkpoint (mid-upload).
+    const fromCheckpoint = i % 2 === 1;
+    const ms = fromCheckpoint ? Math.floor(random() * 400) : 300 + Math.floor(random() * 1200);
+    const args = ['upload', '--body-limit', '8192'];
+    const run = fromCheckpoint ? await killAfterCheckpoint(args, env, mig, ms) : await killAfter(args, env, ms);
     const state = JSON.parse(await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8')) as { upload?: { sessions_acknowledged: number } };
     const again = await runCli(['upload', '--body-limit', '8192'], env);
     t.is(again.code, 0, again.stderr);
@@ -96,7 +133,7 @@ test('20 SIGKILLs across backup, extract and upload: every rerun completes, noth
       t.regex(again.stderr, /resuming the upload/);
     }
     t.deepEqual(await serverKeys(synapse, user.accessToken, await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8')), expected, `upload kill ${i} at ${ms} ms`);
-    log.push(`upload at ${ms} ms: ${run.killed ? `killed after ${state.upload?.sessions_acknowledged ?? 0} acknowledged` : `finished first (${run.code})`}`);
+    log.push(`upload at ${ms} ms${fromCheckpoint ? ' after the first checkpoint' : ''}: ${run.killed ? `killed after ${state.upload?.sessions_acknowledged ?? 0} acknowledged` : `finished first (${run.code})`}`);
   }
   t.true(resumed >= 3, `at least some kills landed mid-upload:\n${log.join('\n')}`);
   t.deepEqual(treeHashes(f.store), source, 'the source store is byte-identical');
