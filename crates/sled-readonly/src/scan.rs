@@ -139,22 +139,21 @@ impl Leaf {
 
     /// The `i`-th entry of [`Self::entries`], by position.
     pub fn entry(&self, i: usize) -> Option<(Vec<u8>, &[u8])> {
-        if i >= self.len() {
-            return None;
-        }
-        let (suffix, value) = self.node.entries_from(self.start + i).next()?;
+        let (suffix, value) = self.stored(i)?;
         Some(([self.node.prefix(), suffix].concat(), value))
     }
 
     /// The `i`-th entry's value alone (no key to build).
     pub fn value(&self, i: usize) -> Option<&[u8]> {
+        self.stored(i).map(|(_, value)| value)
+    }
+
+    /// The `i`-th entry as the node stores it: (key suffix, value).
+    fn stored(&self, i: usize) -> Option<(&[u8], &[u8])> {
         if i >= self.len() {
             return None;
         }
-        self.node
-            .entries_from(self.start + i)
-            .next()
-            .map(|(_, value)| value)
+        self.node.entries_from(self.start + i).next()
     }
 
     pub fn len(&self) -> usize {
