@@ -62,8 +62,7 @@ function killWhen(args: string[], env: Record<string, string>, arm: (kill: () =>
   const timer = arm(() => child.kill('SIGKILL'));
   return new Promise((resolve) =>
     child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      clearInterval(timer);
+      clearTimeout(timer); // Node's clearTimeout clears an interval too
       resolve({ killed: signal === 'SIGKILL', code });
     }),
   );
