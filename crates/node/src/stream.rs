@@ -395,12 +395,36 @@ impl Batcher {
 }
 
 /// Converts batches for the mode (decoding and encryption, on every core) while the reader reads
-/// the next one.
+/// the next one. Two batches are in the pool at once: with one, a core idled while the other
+/// finished the batch's last keys and while the batch was gathered and handed on, at every batch.
 fn convert_batches(mode: Mode, cipher: Option<Arc<StoreCipher>>, from_reader: std::sync::mpsc::Receiver<Result<(Vec<SourceItem>, u64)>>, tx: mpsc::Sender<Result<SessionBatch>>) {
+    const IN_POOL: usize = 2;
+    let mut converting = std::collections::VecDeque::with_capacity(IN_POOL);
+    let deliver = |converting: &mut std::collections::VecDeque<std::sync::mpsc::Receiver<Result<SessionBatch>>>| {
+        let batch = converting.pop_front().and_then(|done| done.recv().ok());
+        // An error means the consumer closed the stream; dropping the receiver stops the reader.
+        batch.is_some_and(|batch| tx.blocking_send(batch).is_ok())
+    };
     for raw in from_reader {
-        let batch = raw.map(|(items, position)| build_batch(items, &mode, cipher.as_deref(), position));
-        if tx.blocking_send(batch).is_err() {
-            return; // the consumer closed the stream; dropping the receiver stops the reader
+        let (mode, cipher) = (mode.clone(), cipher.clone());
+        let (done, converted) = std::sync::mpsc::sync_channel(1);
+        rayon::spawn(move || {
+            // A panic would abort the process from a pool thread: it ends the stream with an error
+            // instead (never as a short, seemingly complete stream).
+            let batch = raw.and_then(|(items, position)| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build_batch(items, &mode, cipher.as_deref(), position)))
+                    .map_err(|_| Error::from_reason("internal error while converting keys (a bug: please report it)"))
+            });
+            let _ = done.send(batch);
+        });
+        converting.push_back(converted);
+        if converting.len() == IN_POOL && !deliver(&mut converting) {
+            return;
+        }
+    }
+    while !converting.is_empty() {
+        if !deliver(&mut converting) {
+            return;
         }
     }
 }
