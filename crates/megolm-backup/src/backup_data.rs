@@ -21,6 +21,18 @@ pub struct BackedUpRoomKey {
     pub forwarding_curve25519_key_chain: Vec<String>,
 }
 
+/// `text` as a JSON string, as serde_json writes it, appended to `out`: copied as it is when
+/// nothing in it needs escaping (session IDs are base64), else through serde_json.
+pub(crate) fn append_json_string(out: &mut String, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(text).expect("a string serializes"));
+    }
+}
+
 /// The upload wrapper.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct KeyBackupData {

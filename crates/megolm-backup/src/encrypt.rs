@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use crate::agreement::Agreement;
 use crate::recovery_key::{BackupDecryptionKey, BackupPublicKey};
 use crate::{b64, unb64};
+use base64::engine::{general_purpose::STANDARD_NO_PAD, Engine};
 
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
@@ -106,18 +107,69 @@ impl BackupEncryptor {
             plaintext,
         )
     }
+
+    /// Encrypts one session and appends its member of a room's `sessions` object in an upload
+    /// body, `"<session ID>":{KeyBackupData}`, to `out`: the same text serde_json writes for
+    /// [`KeyBackupData`](crate::KeyBackupData), written directly (a backup of a million keys
+    /// would otherwise build and escape three base64 strings per key only to copy them).
+    pub fn append_backup_member(&self, out: &mut String, session_id: &str, first_message_index: u32, forwarded_count: u32, plaintext: &[u8]) {
+        let e = encrypt_raw(StaticSecret::random_from_rng(OsRng), &self.agreement, plaintext);
+        crate::backup_data::append_json_string(out, session_id);
+        out.push_str(":{\"first_message_index\":");
+        out.push_str(itoa(first_message_index, &mut [0; 10]));
+        out.push_str(",\"forwarded_count\":");
+        out.push_str(itoa(forwarded_count, &mut [0; 10]));
+        out.push_str(",\"is_verified\":false,\"session_data\":{\"ephemeral\":\"");
+        // Base64 needs no escaping in JSON.
+        STANDARD_NO_PAD.encode_string(e.ephemeral.as_bytes(), out);
+        out.push_str("\",\"ciphertext\":\"");
+        STANDARD_NO_PAD.encode_string(&e.ciphertext, out);
+        out.push_str("\",\"mac\":\"");
+        STANDARD_NO_PAD.encode_string(e.mac, out);
+        out.push_str("\"}}");
+    }
 }
 
-fn encrypt_with(ephemeral: StaticSecret, agreement: &Agreement, plaintext: &[u8]) -> SessionData {
+/// A `u32` in decimal, in `buffer`.
+fn itoa(mut n: u32, buffer: &mut [u8; 10]) -> &str {
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buffer[at..]).expect("ASCII digits")
+}
+
+/// One session's `session_data` before its base64.
+struct Encrypted {
+    ephemeral: PublicKey,
+    ciphertext: Vec<u8>,
+    mac: [u8; 8],
+}
+
+fn encrypt_raw(ephemeral: StaticSecret, agreement: &Agreement, plaintext: &[u8]) -> Encrypted {
     let ephemeral_public = PublicKey::from(&ephemeral);
     let shared = agreement.shared_secret(&ephemeral);
     let keys = derive(&shared);
     let ciphertext = Aes256CbcEnc::new(keys.aes.as_ref().into(), (&keys.iv).into())
         .encrypt_padded_vec_mut::<Pkcs7>(plaintext);
+    Encrypted {
+        ephemeral: ephemeral_public,
+        ciphertext,
+        mac: empty_mac(&keys.mac),
+    }
+}
+
+fn encrypt_with(ephemeral: StaticSecret, agreement: &Agreement, plaintext: &[u8]) -> SessionData {
+    let e = encrypt_raw(ephemeral, agreement, plaintext);
     SessionData {
-        ephemeral: b64(ephemeral_public.as_bytes()),
-        ciphertext: b64(&ciphertext),
-        mac: b64(&empty_mac(&keys.mac)),
+        ephemeral: b64(e.ephemeral.as_bytes()),
+        ciphertext: b64(&e.ciphertext),
+        mac: b64(&e.mac),
     }
 }
 
@@ -236,6 +288,24 @@ mod tests {
         }
         let data = encryptor.encrypt_session(b"{\"x\":2}");
         assert_eq!(&*decrypt_session(&key, &data).unwrap(), b"{\"x\":2}");
+    }
+
+    /// The member written directly is the text serde_json writes for the same entry, and its
+    /// session data decrypts to the plaintext; session IDs that need escaping are escaped.
+    #[test]
+    fn backup_members_are_what_serde_json_writes() {
+        let key = BackupDecryptionKey::generate();
+        let encryptor = BackupEncryptor::new(&key.public_key());
+        for (session_id, index, forwarded) in [("AbC+/09", 0, 0), ("", 4_294_967_295, 1), ("a\"b\\c\nd\u{7f}é", 10, 0)] {
+            let mut out = String::from("{");
+            encryptor.append_backup_member(&mut out, session_id, index, forwarded, b"{\"k\":3}");
+            out.push('}');
+            let parsed: std::collections::BTreeMap<String, crate::KeyBackupData> = serde_json::from_str(&out).unwrap();
+            let data = &parsed[session_id];
+            assert_eq!((data.first_message_index, data.forwarded_count, data.is_verified), (index, forwarded, false));
+            assert_eq!(&*decrypt_session(&key, &data.session_data).unwrap(), b"{\"k\":3}");
+            assert_eq!(out, serde_json::to_string(&parsed).unwrap());
+        }
     }
 
     #[test]

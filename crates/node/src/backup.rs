@@ -2,7 +2,7 @@
 
 use megolm_backup::{
     decrypt_session, fingerprint, BackedUpRoomKey, BackupDecryptionKey, BackupEncryptor,
-    ExportedRoomKey, KeyBackupData, SessionData as CoreSessionData,
+    ExportedRoomKey, SessionData as CoreSessionData,
 };
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -85,20 +85,9 @@ pub(crate) fn backup_entry(
     forwarded: bool,
     first_message_index: u32,
 ) -> BackupEntry {
-    let data = KeyBackupData {
-        first_message_index,
-        forwarded_count: u32::from(forwarded),
-        is_verified: false,
-        session_data: encryptor.encrypt_session(&k.backed_up_json()),
-    };
-    let mut fragment = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut fragment, &k.session_id).expect("a string serializes");
-    fragment.push(b':');
-    serde_json::to_writer(&mut fragment, &data).expect("KeyBackupData serializes");
-    BackupEntry {
-        room_id: k.room_id,
-        fragment: String::from_utf8(fragment).expect("serde_json writes UTF-8"),
-    }
+    let mut fragment = String::with_capacity(1024);
+    encryptor.append_backup_member(&mut fragment, &k.session_id, first_message_index, u32::from(forwarded), &k.backed_up_json());
+    BackupEntry { room_id: k.room_id, fragment }
 }
 
 pub(crate) fn key_digest(k: &ExportedRoomKey) -> String {
