@@ -21,13 +21,31 @@ pub struct BackedUpRoomKey {
     pub forwarding_curve25519_key_chain: Vec<String>,
 }
 
+/// Text that JSON is written into directly (an upload member's `String`, a plaintext's wiped
+/// `Vec<u8>`).
+pub(crate) trait JsonOut {
+    fn push_str(&mut self, text: &str);
+}
+
+impl JsonOut for String {
+    fn push_str(&mut self, text: &str) {
+        String::push_str(self, text);
+    }
+}
+
+impl JsonOut for Vec<u8> {
+    fn push_str(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+}
+
 /// `text` as a JSON string, as serde_json writes it, appended to `out`: copied as it is when
-/// nothing in it needs escaping (session IDs are base64), else through serde_json.
-pub(crate) fn append_json_string(out: &mut String, text: &str) {
+/// nothing in it needs escaping (IDs and keys are base64 or plain ASCII), else through serde_json.
+pub(crate) fn append_json_string(out: &mut impl JsonOut, text: &str) {
     if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push('"');
+        out.push_str("\"");
         out.push_str(text);
-        out.push('"');
+        out.push_str("\"");
     } else {
         out.push_str(&serde_json::to_string(text).expect("a string serializes"));
     }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 use crate::backup_data::{
-    first_message_index_of, validate_exported_key, BackedUpRoomKey, KeyError,
+    append_json_string, first_message_index_of, validate_exported_key, BackedUpRoomKey, JsonOut,
+    KeyError,
 };
 
 /// Field order as in Element's export.
@@ -42,22 +43,41 @@ impl ExportedRoomKey {
     /// The JSON of [`ExportedRoomKey::backed_up`] (the plaintext of a backup entry), serialized
     /// from borrowed fields instead of a clone of every field, into a wiped buffer.
     pub fn backed_up_json(&self) -> Zeroizing<Vec<u8>> {
-        /// Same fields, same order, same serialization as `BackedUpRoomKey`.
-        #[derive(serde::Serialize)]
-        struct BackedUpRef<'a> {
-            algorithm: &'a str,
-            sender_key: &'a str,
-            session_key: &'a str,
-            sender_claimed_keys: &'a BTreeMap<String, String>,
-            forwarding_curve25519_key_chain: &'a [String],
+        // Written directly, in `BackedUpRoomKey`'s field order and as serde_json writes it, into
+        // a buffer sized so that it never moves: a reallocation would leave a copy unwiped.
+        let fields = [&self.algorithm, &self.sender_key, &*self.session_key]
+            .iter()
+            .map(|f| f.len())
+            .chain(self.sender_claimed_keys.iter().map(|(k, v)| k.len() + v.len() + 1))
+            .chain(self.forwarding_curve25519_key_chain.iter().map(|k| k.len() + 1))
+            .sum::<usize>();
+        // A character escapes to at most six (`\u001f`).
+        let mut out = Zeroizing::new(Vec::with_capacity((6 * fields + 256).max(4096)));
+        let json = &mut *out;
+        json.push_str("{\"algorithm\":");
+        append_json_string(json, &self.algorithm);
+        json.push_str(",\"sender_key\":");
+        append_json_string(json, &self.sender_key);
+        json.push_str(",\"session_key\":");
+        append_json_string(json, &self.session_key);
+        json.push_str(",\"sender_claimed_keys\":{");
+        for (i, (algorithm, key)) in self.sender_claimed_keys.iter().enumerate() {
+            if i > 0 {
+                json.push_str(",");
+            }
+            append_json_string(json, algorithm);
+            json.push_str(":");
+            append_json_string(json, key);
         }
-        crate::to_json_wiped(&BackedUpRef {
-            algorithm: &self.algorithm,
-            sender_key: &self.sender_key,
-            session_key: &self.session_key,
-            sender_claimed_keys: &self.sender_claimed_keys,
-            forwarding_curve25519_key_chain: &self.forwarding_curve25519_key_chain,
-        })
+        json.push_str("},\"forwarding_curve25519_key_chain\":[");
+        for (i, key) in self.forwarding_curve25519_key_chain.iter().enumerate() {
+            if i > 0 {
+                json.push_str(",");
+            }
+            append_json_string(json, key);
+        }
+        json.push_str("]}");
+        out
     }
 
     /// The plaintext that goes inside an encrypted backup entry.
@@ -96,14 +116,20 @@ mod tests {
 
     #[test]
     fn borrowed_backed_up_json_is_the_owned_one() {
-        for chain in [vec![], vec!["c1".to_owned(), "c\"2".to_owned()]] {
+        let claimed = [("ed25519".to_owned(), "e".to_owned()), ("x".to_owned(), "y".to_owned())];
+        let odd = "\u{1}\\\"é\u{7f}\n".repeat(700);
+        for (chain, claimed, sender_key) in [
+            (vec![], claimed.clone().into(), "sk"),
+            (vec!["c1".to_owned(), "c\"2".to_owned()], claimed.into(), "s/k+"),
+            (vec![odd.clone()], BTreeMap::new(), odd.as_str()),
+        ] {
             let key = ExportedRoomKey {
                 algorithm: "m.megolm.v1.aes-sha2".into(),
                 room_id: "!r:s".into(),
-                sender_key: "sk".into(),
+                sender_key: sender_key.into(),
                 session_id: "id".into(),
                 session_key: Zeroizing::new("AQAA/+".into()),
-                sender_claimed_keys: [("ed25519".to_owned(), "e".to_owned()), ("x".to_owned(), "y".to_owned())].into(),
+                sender_claimed_keys: claimed,
                 forwarding_curve25519_key_chain: chain,
             };
             assert_eq!(&*key.backed_up_json(), &*crate::to_json_wiped(&key.backed_up()));
