@@ -13,6 +13,7 @@ use crate::agreement::Agreement;
 use crate::recovery_key::{BackupDecryptionKey, BackupPublicKey};
 use crate::{b64, unb64};
 use base64::engine::{general_purpose::STANDARD_NO_PAD, Engine};
+use std::fmt::Write;
 
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
@@ -115,10 +116,8 @@ impl BackupEncryptor {
     pub fn append_backup_member(&self, out: &mut String, session_id: &str, first_message_index: u32, forwarded_count: u32, plaintext: &[u8]) {
         let e = encrypt_raw(StaticSecret::random_from_rng(OsRng), &self.agreement, plaintext);
         crate::backup_data::append_json_string(out, session_id);
-        out.push_str(":{\"first_message_index\":");
-        out.push_str(itoa(first_message_index, &mut [0; 10]));
-        out.push_str(",\"forwarded_count\":");
-        out.push_str(itoa(forwarded_count, &mut [0; 10]));
+        // Writing into a String cannot fail.
+        let _ = write!(out, ":{{\"first_message_index\":{first_message_index},\"forwarded_count\":{forwarded_count}");
         out.push_str(",\"is_verified\":false,\"session_data\":{\"ephemeral\":\"");
         // Base64 needs no escaping in JSON.
         STANDARD_NO_PAD.encode_string(e.ephemeral.as_bytes(), out);
@@ -128,20 +127,6 @@ impl BackupEncryptor {
         STANDARD_NO_PAD.encode_string(e.mac, out);
         out.push_str("\"}}");
     }
-}
-
-/// A `u32` in decimal, in `buffer`.
-fn itoa(mut n: u32, buffer: &mut [u8; 10]) -> &str {
-    let mut at = buffer.len();
-    loop {
-        at -= 1;
-        buffer[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buffer[at..]).expect("ASCII digits")
 }
 
 /// One session's `session_data` before its base64.
