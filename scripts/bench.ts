@@ -120,7 +120,8 @@ interface SizeResult {
   storeBytes: number;
   /** openOnlyPeakRssMb: recover the store and read one key (absent from runs before 2026-12-02). */
   reader: { sessionsPerS: number; mbPerS: number; openS: number; peakRssMb: number; openOnlyPeakRssMb?: number };
-  encrypt: { sessionsPerS: number; peakRssMb: number; ceiling: Ceiling };
+  /** idlePct: the cores' idle share during the scan (absent from runs before 2026-12-02 evening). */
+  encrypt: { sessionsPerS: number; peakRssMb: number; ceiling: Ceiling; idlePct?: number | null };
   e2e: { sessionsPerS: number; uploadS: number; requests: number; keysPerRequest: number; peakRssMb: number; maxLoopDelayMs: number; p99LoopDelayMs: number; serverCount: number };
   extractPeakRssMb: number;
   /** `verify` after the upload (absent from runs before 2026-12-02). */
@@ -143,7 +144,7 @@ async function measureSize(synapse: LocalSynapse, sessions: number): Promise<Siz
   // the pair with the median share is reported.
   const pairs = [0, 1, 2].map(() => {
     const ceiling = measureCeiling();
-    const run = timed(process.execPath, [...NODE_FLAGS, path.join(ROOT, 'scripts', 'bench', 'encrypt-only.mjs'), s.store], (out) => lastJson<{ sessions_per_s: number }>(out));
+    const run = timed(process.execPath, [...NODE_FLAGS, path.join(ROOT, 'scripts', 'bench', 'encrypt-only.mjs'), s.store], (out) => lastJson<{ sessions_per_s: number; idle_pct: number | null }>(out));
     return { ceiling, run, share: run.result.sessions_per_s / ceiling.table_sessions_per_s };
   });
   const { ceiling, run: encrypt } = pairs.sort((a, b) => a.share - b.share)[1]!;
@@ -180,7 +181,7 @@ async function measureSize(synapse: LocalSynapse, sessions: number): Promise<Siz
     sessions,
     storeBytes,
     reader: { sessionsPerS: reader.result.keys / scanS, mbPerS: reader.result.store_bytes / 1e6 / scanS, openS: reader.result.open_s, peakRssMb: reader.peakRssMb, openOnlyPeakRssMb: openOnly.peakRssMb },
-    encrypt: { sessionsPerS: encrypt.result.sessions_per_s, peakRssMb: encrypt.peakRssMb, ceiling },
+    encrypt: { sessionsPerS: encrypt.result.sessions_per_s, peakRssMb: encrypt.peakRssMb, ceiling, idlePct: encrypt.result.idle_pct },
     e2e: {
       sessionsPerS: upload.result.sent / upload.wallS,
       uploadS: upload.wallS,
@@ -481,12 +482,13 @@ the median share shown), two ways:
   against x25519-dalek; \`crates/megolm-backup/src/agreement.rs\`). This is the faster of the two,
   so it is the ceiling to measure against.
 
-| sessions | reader + encryption | generic ceiling | share | table ceiling | share |
-|---:|---:|---:|---:|---:|---:|
+| sessions | reader + encryption | cores idle during it | generic ceiling | share | table ceiling | share |
+|---:|---:|---:|---:|---:|---:|---:|
 ${rows(
   results.map((r) => [
     k(r.sessions),
     `${fmt(r.encrypt.sessionsPerS)}/s`,
+    r.encrypt.idlePct == null ? '–' : `${fmt(r.encrypt.idlePct, 1)}%`,
     `${fmt(r.encrypt.ceiling.sessions_per_s)}/s`,
     `${fmt((100 * r.encrypt.sessionsPerS) / r.encrypt.ceiling.sessions_per_s)}%`,
     `${fmt(r.encrypt.ceiling.table_sessions_per_s)}/s`,
