@@ -182,7 +182,8 @@ fn open_in_place(key: &[u8; 32], nonce: &[u8; 24], sealed: &mut [u8]) -> Option<
     let subkey = Zeroizing::new(<[u8; 32]>::from(block));
     block.as_mut_slice().zeroize();
     // ring keeps its keys without wiping them: the key lives in a MaybeUninit (never dropped, may
-    // hold any bytes), whose bytes are overwritten after use.
+    // hold any bytes), whose bytes are overwritten after use. As for any Rust value, the moves on
+    // the way there may leave copies on the stack, which later calls overwrite.
     let mut ring_key = MaybeUninit::new(LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &*subkey).ok()?));
     let mut ietf_nonce = [0u8; 12];
     ietf_nonce[4..].copy_from_slice(&nonce[16..]);
