@@ -62,19 +62,18 @@ export declare function availableSpace(dir: string): number | null
 
 /**
  * A batch's encrypted keys in a few values rather than an object per key (which JavaScript would
- * receive as three strings each): their fragments in one string, and where each ends and which
+ * receive as three strings each): their fragments in one buffer, and where each ends and which
  * room it is for.
  */
 export interface BackupEntries {
   /**
-   * `"sessionId":{KeyBackupData}` of each key, one after another: the members of a room's
-   * `sessions` object in a `PUT /room_keys/keys` body.
+   * `"sessionId":{KeyBackupData}` of each key, one after another, as UTF-8 JSON: the members of
+   * a room's `sessions` object in a `PUT /room_keys/keys` body. A buffer, not a string: it
+   * moves to JavaScript without a copy, and request bodies are spliced from its slices as
+   * bytes, never decoded into strings and encoded again.
    */
-  fragments: string
-  /**
-   * Where each key's fragment ends in `fragments`, in UTF-16 units as JavaScript slices
-   * (bytes, for fragments that are ASCII: all but a key file's odd session ID).
-   */
+  fragments: Buffer
+  /** Where each key's fragment ends in `fragments`, in bytes. */
   ends: Uint32Array
   /** Each key's room, as an index into `rooms`. */
   roomOf: Uint32Array

@@ -29,7 +29,7 @@ export interface RequestOptions {
   query?: Record<string, string>;
   body?: unknown;
   /** A body already serialized (large uploads are built once, not re-stringified per retry). */
-  rawBody?: string;
+  rawBody?: string | Uint8Array<ArrayBuffer>;
   /** Statuses the caller handles itself (no retry, no ToolError). */
   expect?: number[];
   /** Resolve to a success's body as text, unparsed (its reader checks it). */

@@ -62,7 +62,7 @@ export function wrongVersion(version: string, detail: string): ToolError {
 }
 
 /** PUT a prepared body; resolves to the server's total count for the version. */
-export async function putRoomKeys(client: MatrixClient, version: string, rawBody: string): Promise<{ count: number; etag: string }> {
+export async function putRoomKeys(client: MatrixClient, version: string, rawBody: string | Uint8Array<ArrayBuffer>): Promise<{ count: number; etag: string }> {
   try {
     return await client.request<{ count: number; etag: string }>('PUT', `${BASE}/keys`, {
       query: { version },

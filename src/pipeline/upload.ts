@@ -45,10 +45,10 @@ export interface UploadSummary {
 }
 
 /** One encrypted key: its room, and its `"sessionId":{KeyBackupData}` member of the room's
- * `sessions` object (a slice of the batch's fragments, made by the binding). */
+ * `sessions` object (UTF-8 JSON: a slice of the batch's fragments, made by the binding). */
 interface Entry {
   roomId: string;
-  fragment: string;
+  fragment: Uint8Array;
 }
 
 interface Part {
@@ -62,30 +62,45 @@ export function batchEntries(backup: BackupEntries): Entry[] {
   let start = 0;
   for (let i = 0; i < backup.ends.length; i++) {
     const end = backup.ends[i]!;
-    entries[i] = { roomId: backup.rooms[backup.roomOf[i]!]!, fragment: backup.fragments.slice(start, end) };
+    entries[i] = { roomId: backup.rooms[backup.roomOf[i]!]!, fragment: backup.fragments.subarray(start, end) };
     start = end;
   }
   return entries;
 }
 
-/** The entries filed under their rooms: a `PUT /room_keys/keys` body. */
-export function buildBody(entries: Entry[]): string {
-  const rooms = new Map<string, string[]>();
+const COMMA = Buffer.from(',');
+const ROOMS_OPEN = Buffer.from('{"rooms":{');
+const CLOSE = Buffer.from('}}');
+
+/** The entries filed under their rooms: a `PUT /room_keys/keys` body, as UTF-8 bytes spliced
+ * from the fragments (one copy of each, into the body). */
+export function buildBody(entries: Entry[]): Buffer<ArrayBuffer> {
+  const rooms = new Map<string, Uint8Array[]>();
   for (const e of entries) {
     let list = rooms.get(e.roomId);
     if (!list) rooms.set(e.roomId, (list = []));
     list.push(e.fragment);
   }
-  const parts: string[] = [];
-  for (const [room, sessions] of rooms) parts.push(`${JSON.stringify(room)}:{"sessions":{${sessions.join(',')}}}`);
-  return `{"rooms":{${parts.join(',')}}}`;
+  const pieces: Uint8Array[] = [ROOMS_OPEN];
+  let first = true;
+  for (const [room, sessions] of rooms) {
+    pieces.push(Buffer.from(`${first ? '' : ','}${JSON.stringify(room)}:{"sessions":{`));
+    first = false;
+    sessions.forEach((fragment, i) => {
+      if (i > 0) pieces.push(COMMA);
+      pieces.push(fragment);
+    });
+    pieces.push(CLOSE);
+  }
+  pieces.push(CLOSE);
+  return Buffer.concat(pieces);
 }
 
 const ENVELOPE_BYTES = 64;
-/** Serialized size of one entry inside a body, so the limit holds: its fragment (ASCII JSON) and
- * the room ID (worst case: a room of its own), quotes and punctuation. */
+/** Bytes one entry adds to a body, so the limit holds: its fragment, the room ID (worst case: a
+ * room of its own), quotes and punctuation. */
 function entryBytes(e: Entry): number {
-  return e.fragment.length + e.roomId.length + 32;
+  return e.fragment.length + Buffer.byteLength(e.roomId) + 32;
 }
 
 /** The stream of batches into the backup, with V8's heap held near its live size. */

@@ -475,15 +475,16 @@ enum BackupOutcome {
 }
 
 /// A batch's encrypted keys in a few values rather than an object per key (which JavaScript would
-/// receive as three strings each): their fragments in one string, and where each ends and which
+/// receive as three strings each): their fragments in one buffer, and where each ends and which
 /// room it is for.
 #[napi(object)]
 pub struct BackupEntries {
-    /// `"sessionId":{KeyBackupData}` of each key, one after another: the members of a room's
-    /// `sessions` object in a `PUT /room_keys/keys` body.
-    pub fragments: String,
-    /// Where each key's fragment ends in `fragments`, in UTF-16 units as JavaScript slices
-    /// (bytes, for fragments that are ASCII: all but a key file's odd session ID).
+    /// `"sessionId":{KeyBackupData}` of each key, one after another, as UTF-8 JSON: the members of
+    /// a room's `sessions` object in a `PUT /room_keys/keys` body. A buffer, not a string: it
+    /// moves to JavaScript without a copy, and request bodies are spliced from its slices as
+    /// bytes, never decoded into strings and encoded again.
+    pub fragments: Buffer,
+    /// Where each key's fragment ends in `fragments`, in bytes.
     pub ends: Uint32Array,
     /// Each key's room, as an index into `rooms`.
     pub room_of: Uint32Array,
@@ -493,14 +494,12 @@ pub struct BackupEntries {
 
 impl BackupEntries {
     fn collect(entries: Vec<BackupEntry>) -> Self {
-        let mut fragments = String::with_capacity(entries.iter().map(|e| e.fragment.len()).sum());
+        let mut fragments = Vec::with_capacity(entries.iter().map(|e| e.fragment.len()).sum());
         let (mut ends, mut room_of) = (Vec::with_capacity(entries.len()), Vec::with_capacity(entries.len()));
         let mut rooms: Vec<String> = Vec::new();
-        let mut end = 0usize;
         for entry in entries {
-            fragments.push_str(&entry.fragment);
-            end += if entry.fragment.is_ascii() { entry.fragment.len() } else { entry.fragment.encode_utf16().count() };
-            ends.push(end as u32);
+            fragments.extend_from_slice(entry.fragment.as_bytes());
+            ends.push(fragments.len() as u32);
             // A batch holds a few hundred keys over a few rooms: a linear search is the fastest.
             let room = match rooms.iter().position(|r| *r == entry.room_id) {
                 Some(i) => i,
@@ -511,7 +510,7 @@ impl BackupEntries {
             };
             room_of.push(room as u32);
         }
-        BackupEntries { fragments, ends: Uint32Array::new(ends), room_of: Uint32Array::new(room_of), rooms }
+        BackupEntries { fragments: Buffer::from(fragments), ends: Uint32Array::new(ends), room_of: Uint32Array::new(room_of), rooms }
     }
 }
 

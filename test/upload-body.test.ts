@@ -1,0 +1,38 @@
+/**
+ * Request bodies are spliced, as bytes, from the slices of a batch's fragments buffer: every key
+ * lands under its room, whole, including keys and rooms whose IDs are not ASCII (a key file may
+ * hold such session IDs), where byte offsets and string offsets differ.
+ */
+import test from 'ava';
+import { batchEntries, buildBody } from '../src/pipeline/upload.js';
+
+function entriesOf(keys: { room: string; fragment: string }[]) {
+  const rooms = [...new Set(keys.map((k) => k.room))];
+  const fragments = Buffer.from(keys.map((k) => k.fragment).join(''));
+  const ends = new Uint32Array(keys.length);
+  let end = 0;
+  keys.forEach((k, i) => (ends[i] = end += Buffer.byteLength(k.fragment)));
+  return batchEntries({ fragments, ends, roomOf: new Uint32Array(keys.map((k) => rooms.indexOf(k.room))), rooms });
+}
+
+test('a body files every key under its room, with non-ASCII IDs and values intact', (t) => {
+  const entries = entriesOf([
+    { room: '!a:example.org', fragment: '"s1":{"first_message_index":0}' },
+    { room: '!b:ëxample.org', fragment: '"sé2":{"first_message_index":1}' },
+    { room: '!a:example.org', fragment: '"s3":{"v":"ü…"}' },
+    { room: '!b:ëxample.org', fragment: '"s4":{"first_message_index":4}' },
+  ]);
+  const body = buildBody(entries);
+  t.deepEqual(JSON.parse(body.toString('utf8')), {
+    rooms: {
+      '!a:example.org': { sessions: { s1: { first_message_index: 0 }, s3: { v: 'ü…' } } },
+      '!b:ëxample.org': { sessions: { sé2: { first_message_index: 1 }, s4: { first_message_index: 4 } } },
+    },
+  });
+  // Halves of a batch (as a 413 splits them) make bodies of their own keys only.
+  t.deepEqual(Object.keys(JSON.parse(buildBody(entries.slice(2, 3)).toString('utf8')).rooms['!a:example.org'].sessions), ['s3']);
+});
+
+test('a body without keys is an empty rooms object', (t) => {
+  t.deepEqual(JSON.parse(buildBody([]).toString('utf8')), { rooms: {} });
+});
