@@ -467,7 +467,7 @@ ${rows(
 - Reader + encryption: \`node scripts/bench/encrypt-only.mjs STORE\`: the real binding in backup
   mode (per session a fresh X25519 ephemeral key, AES-256-CBC, HMAC), batches discarded.
 - End to end: \`sled-migration-tool upload\` after \`enable\`, wall time of the whole process
-  (start, store open, upload, last checkpoint), 1 MB request bodies, 2 requests in flight.
+  (start, store open, upload, last checkpoint), request bodies of up to 2 MiB, 2 requests in flight (the defaults).
 
 ## The X25519 ceiling
 

@@ -3,6 +3,7 @@ import * as t from 'typanion';
 import type { Output } from '../log.js';
 import type { UploadStepResult } from '../steps/upload.js';
 import { uploadStep } from '../steps/upload.js';
+import { DEFAULT_BODY_LIMIT } from '../pipeline/upload.js';
 import { HomeserverCommand } from './homeserver.js';
 import { exportPassphrase, exportPassphraseFileOption } from './export-passphrase.js';
 import { ToolError } from '../errors.js';
@@ -12,7 +13,7 @@ import path from 'node:path';
 
 /** Options shared by `upload` and `all`. */
 export const uploadOptions = () => ({
-  bodyLimit: Option.String('--body-limit', '1048576', { validator: t.isNumber(), description: 'Largest request body in bytes (default 1 MB; a 413 halves it)' }),
+  bodyLimit: Option.String('--body-limit', String(DEFAULT_BODY_LIMIT), { validator: t.isNumber(), description: 'Largest request body in bytes (default 2 MiB; each 413 halves it, down to what a proxy in front of the homeserver allows; larger is faster on big stores and takes more memory)' }),
   inFlight: Option.String('--in-flight', '2', { validator: t.isNumber(), description: 'Upload requests in flight (default 2)' }),
   skipErrors: Option.Boolean('--skip-errors', false, { description: 'Carry on past damaged entries and list them' }),
   failedOutput: Option.String('--failed-output', { description: 'Where damaged entries are listed (default: MIGRATION_DIR/failed-sessions.json)' }),

@@ -13,7 +13,9 @@
  *   delay  forwarded after 0.3–1.5 s
  *   cut    forwarded; the homeserver's answer is cut halfway and the connection destroyed
  *          (the server did the work: the client must not assume it did not)
- * --max-body answers 413 to larger bodies; --html answers every request with an HTML page.
+ * --max-body answers 413 to larger bodies as nginx does (client_max_body_size): as soon as the
+ * headers announce one, before its body has arrived, then reads and discards the rest;
+ * --html answers every request with an HTML page.
  * --stats writes the counts of each fault to FILE after every request.
  */
 import http from 'node:http';
@@ -69,6 +71,12 @@ const json = (res, status, body) => {
 };
 
 const server = http.createServer(async (req, res) => {
+  if (maxBody && Number(req.headers['content-length']) > maxBody) {
+    count('413');
+    json(res, 413, { errcode: 'M_TOO_LARGE', error: 'Request body too large' });
+    // Like nginx's lingering close: the client may still be sending; its bytes are discarded.
+    return req.resume();
+  }
   const chunks = [];
   for await (const c of req) chunks.push(c);
   const body = Buffer.concat(chunks);
