@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use zeroize::Zeroizing;
@@ -202,18 +203,28 @@ impl ReadAt for File {
     const READS_INTO_SCRATCH: bool = true;
 
     fn view<'s>(&'s self, at: LogOffset, len: usize, scratch: &'s mut Vec<u8>) -> Option<&'s [u8]> {
+        // Read straight into the buffer's spare capacity: zero-filling it first (what a safe
+        // `read_at` needs) was a second pass over every byte of the store.
         scratch.clear();
-        scratch.resize(len, 0);
+        scratch.reserve(len);
         let mut done = 0;
         while done < len {
-            match self.read_at(&mut scratch[done..], at + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
+            let spare = &mut scratch.spare_capacity_mut()[..len - done];
+            let offset = libc::off_t::try_from(at + done as u64).ok()?;
+            // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by `scratch`; pread
+            // writes at most that many bytes into it and initializes exactly the count it returns.
+            let n = unsafe { libc::pread(self.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), offset) };
+            match n {
+                0 => break,
+                n if n > 0 => {
+                    done += n as usize;
+                    // SAFETY: the first `done` bytes were written by the reads so far.
+                    unsafe { scratch.set_len(done) };
+                }
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                _ => return None,
             }
         }
-        scratch.truncate(done);
         Some(&scratch[..])
     }
 }

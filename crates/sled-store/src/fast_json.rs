@@ -59,16 +59,28 @@ impl<'a> Cursor<'a> {
     pub(crate) fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
+        // The store's strings (IDs, base64 keys) are ASCII: checked in the same loop, they need no
+        // separate UTF-8 validation.
+        let mut high_bits = 0u8;
         loop {
             let b = *self.bytes.get(self.at)?;
             match b {
                 b'"' => break,
                 b'\\' => return None,
                 0..=0x1f => return None,
-                _ => self.at += 1,
+                _ => {
+                    high_bits |= b;
+                    self.at += 1;
+                }
             }
         }
-        let text = std::str::from_utf8(&self.bytes[start..self.at]).ok()?;
+        let raw = &self.bytes[start..self.at];
+        let text = if high_bits < 0x80 {
+            // SAFETY: every byte is below 0x80, and ASCII is valid UTF-8.
+            unsafe { std::str::from_utf8_unchecked(raw) }
+        } else {
+            std::str::from_utf8(raw).ok()?
+        };
         self.at += 1;
         Some(text)
     }
@@ -741,6 +753,10 @@ mod tests {
         assert_eq!(Cursor::new(br#""a\"b""#).string(), None);
         assert_eq!(Cursor::new(b"\"a\x01\"").string(), None);
         assert_eq!(Cursor::new(b"\"\xff\"").string(), None);
+        // Past the ASCII shortcut: valid UTF-8 is taken, a broken sequence after it is not.
+        assert_eq!(Cursor::new("\"!räum:ß.org\"".as_bytes()).string(), Some("!räum:ß.org"));
+        assert_eq!(Cursor::new(b"\"ab\xc3\"").string(), None);
+        assert_eq!(Cursor::new(b"\"ab\xed\xa0\x80\"").string(), None);
         for ok in [r#"{"a":[1,{"b":null}],"c":true}"#, "[]", "{}", "false", "0", "123"] {
             let mut c = Cursor::new(ok.as_bytes());
             assert!(c.skip_value().is_some() && c.at_end(), "{ok}");

@@ -232,13 +232,12 @@ pub(crate) fn decode_entry(_key: &[u8], value: &[u8], cipher: Option<&StoreCiphe
 /// An encrypted value is a JSON object whose fields are `version`, `ciphertext` and `nonce`; a plain
 /// pickle starts with `{"pickle":`. Looking at the first key avoids parsing the value twice.
 fn looks_encrypted(value: &[u8]) -> bool {
-    let head = &value[..value.len().min(64)];
-    let text = String::from_utf8_lossy(head);
-    let first_key = text
-        .trim_start()
-        .strip_prefix('{')
-        .map(|rest| rest.trim_start());
-    matches!(first_key, Some(rest) if rest.starts_with("\"version\"") || rest.starts_with("\"ciphertext\"") || rest.starts_with("\"nonce\""))
+    // On bytes: every character that matters here is ASCII, so no UTF-8 check is needed first.
+    let first_key = value
+        .trim_ascii_start()
+        .strip_prefix(b"{")
+        .map(|rest| rest.trim_ascii_start());
+    matches!(first_key, Some(rest) if rest.starts_with(b"\"version\"") || rest.starts_with(b"\"ciphertext\"") || rest.starts_with(b"\"nonce\""))
 }
 
 /// The room key in a session pickle's JSON, every field checked (each kind of damage named).
