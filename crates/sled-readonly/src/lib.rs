@@ -47,6 +47,26 @@ use crate::pages::{Fragment, PageState, PageTable};
 /// Sled's default tree: what `Db::get` and `Db::insert` use.
 pub const DEFAULT_TREE: &[u8] = b"__sled__default";
 
+/// Messages at most this far apart in the log are read ahead as one stretch.
+#[cfg(target_os = "linux")]
+const WILL_NEED_GAP: u64 = 16 * 1024;
+
+/// Byte ranges `[start, end)` as the fewest stretches of the file that cover them, joining those
+/// less than `gap` bytes apart: one read-ahead call per stretch (on a warm page cache each call
+/// costs about what its lookup of the pages costs, so many small ones add up).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn stretches(mut ranges: Vec<(u64, u64)>, gap: u64) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut joined: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match joined.last_mut() {
+            Some(last) if start <= last.1.saturating_add(gap) => last.1 = last.1.max(end),
+            _ => joined.push((start, end)),
+        }
+    }
+    joined
+}
+
 /// A Sled database recovered from its files.
 pub struct Db {
     dir: PathBuf,
@@ -190,6 +210,35 @@ impl Db {
     }
 
     /// Reads one node: its base, then every fragment linked onto it, in order.
+    /// Asks the kernel to read the pages' messages into its page cache now, in the background,
+    /// for a read that will follow. Only a hint (`posix_fadvise`, which reads and never writes);
+    /// it may be ignored, and is not given where there is no such call.
+    pub(crate) fn will_need(&self, pids: &[PageId]) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::io::AsRawFd;
+            let mut ranges: Vec<(u64, u64)> = pids
+                .iter()
+                .filter_map(|&pid| match self.pages.get(pid) {
+                    PageState::Present(fragments) => Some(fragments),
+                    _ => None,
+                })
+                .flatten()
+                .filter(|f| f.blob.is_none())
+                .map(|f| (f.lid, f.lid + u64::from(f.len)))
+                .collect();
+            for (start, end) in stretches(ranges, WILL_NEED_GAP) {
+                let (Ok(offset), Ok(len)) = (libc::off_t::try_from(start), libc::off_t::try_from(end - start)) else {
+                    continue;
+                };
+                // SAFETY: a plain system call on a file descriptor this value owns.
+                unsafe { libc::posix_fadvise(self.file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED) };
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = pids;
+    }
+
     pub(crate) fn read_node(&self, pid: PageId) -> Result<Node, PageError> {
         let fragments = match self.pages.get(pid) {
             PageState::Present(fragments) => fragments,
@@ -272,5 +321,22 @@ impl Db {
             .body()
             .ok_or_else(|| damaged(format!("a {kind:?} message is not page content")))?;
         Ok((body_kind, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stretches;
+
+    #[test]
+    fn read_ahead_joins_nearby_messages_and_keeps_distant_ones_apart() {
+        // Out of order, overlapping, adjacent, a small gap, and one far away.
+        let ranges = vec![(5000, 6000), (0, 1000), (1000, 2000), (1500, 1800), (2100, 3000), (100_000, 100_500)];
+        assert_eq!(stretches(ranges.clone(), 0), vec![(0, 2000), (2100, 3000), (5000, 6000), (100_000, 100_500)]);
+        assert_eq!(stretches(ranges.clone(), 2000), vec![(0, 6000), (100_000, 100_500)]);
+        assert_eq!(stretches(ranges, 1 << 20), vec![(0, 100_500)]);
+        assert_eq!(stretches(Vec::new(), 16), Vec::<(u64, u64)>::new());
+        // A range at the very end of the offsets does not overflow the gap.
+        assert_eq!(stretches(vec![(u64::MAX - 10, u64::MAX), (u64::MAX - 5, u64::MAX)], 16), vec![(u64::MAX - 10, u64::MAX)]);
     }
 }

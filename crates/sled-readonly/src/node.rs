@@ -244,9 +244,10 @@ impl Node {
         key.strip_prefix(self.prefix())
     }
 
-    /// Index nodes: the child whose range holds `key`, and the low bound of the child after it
-    /// (the end of that range as far as this node knows; `None` for its last child).
-    pub fn child_for(&self, key: &[u8]) -> Result<(PageId, Option<Vec<u8>>), NodeError> {
+    /// Index nodes: the position (in [`Node::children`]) of the child whose range holds `key`,
+    /// and the low bound of the child after it (the end of that range as far as this node knows;
+    /// `None` for its last child).
+    pub fn child_for(&self, key: &[u8]) -> Result<(usize, Option<Vec<u8>>), NodeError> {
         let suffix = self
             .suffix(key)
             .ok_or(NodeError::Inconsistent("a key outside the node's prefix"))?;
@@ -263,7 +264,12 @@ impl Node {
             .keys
             .get(i + 1)
             .map(|k| [self.prefix(), self.bytes(*k)].concat());
-        Ok((self.children[i], end))
+        Ok((i, end))
+    }
+
+    /// Index nodes: the children's pages, in key order.
+    pub fn children(&self) -> &[PageId] {
+        &self.children
     }
 
     pub fn len(&self) -> usize {

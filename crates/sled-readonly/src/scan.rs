@@ -21,10 +21,16 @@ use crate::Db;
 /// needs the ones on its current path.
 const INDEX_CACHE_NODES: usize = 32;
 
+/// How many leaves ahead of the one being read the scan asks the kernel to fetch.
+const READ_AHEAD_LEAVES: usize = 64;
+
 /// Index nodes recently read, most recent last.
 #[derive(Default)]
 pub(crate) struct IndexCache {
     nodes: Vec<(PageId, Arc<Node>)>,
+    /// The index node the last descent left last, and the position of the child it took: where
+    /// the following leaves are listed (see [`Scan::read_ahead`]).
+    last_parent: Option<(PageId, Arc<Node>, usize)>,
 }
 
 impl IndexCache {
@@ -57,6 +63,7 @@ pub(crate) fn find_leaf(
 ) -> Result<(Arc<Node>, Option<Vec<u8>>), (PageError, Option<Vec<u8>>)> {
     let mut pid = root;
     let mut upper: Option<Vec<u8>> = None;
+    cache.last_parent = None;
     // Each step goes down a level or right along one: more steps than pages is a cycle.
     for _ in 0..=db.page_count() {
         let node = cache.get(db, pid).map_err(|e| (e, upper.clone()))?;
@@ -82,15 +89,17 @@ pub(crate) fn find_leaf(
         match node.kind {
             Kind::Leaf => return Ok((node, upper)),
             Kind::Index => {
-                let (child, end) = node
+                let (position, end) = node
                     .child_for(key)
                     .map_err(|e| (inconsistent(&e.to_string()), upper.clone()))?;
+                let child = node.children()[position];
                 // The tightest bound known: the next separator, else this node's own high bound.
                 match end {
                     Some(end) => upper = Some(end),
                     None if !node.hi().is_empty() => upper = Some(node.hi().to_vec()),
                     None => {}
                 }
+                cache.last_parent = Some((pid, node.clone(), position));
                 pid = child;
             }
         }
@@ -175,6 +184,9 @@ pub struct Scan {
     /// Whether an entry equal to `next` is skipped (an excluded starting bound).
     skip_equal: bool,
     cache: IndexCache,
+    /// The parent whose children are being read ahead, and the position up to which they have
+    /// been (exclusive).
+    ahead: (PageId, usize),
 }
 
 impl Scan {
@@ -192,6 +204,7 @@ impl Scan {
             next: Some(next),
             skip_equal,
             cache: IndexCache::default(),
+            ahead: (PageId::MAX, 0),
         }
     }
 
@@ -202,6 +215,7 @@ impl Scan {
             let key = self.next.take()?;
             match find_leaf(&self.db, &mut self.cache, root, &key) {
                 Ok((node, upper)) => {
+                    self.read_ahead();
                     // The leaf's range ends at its high bound, or where the index nodes above
                     // it say the next child begins, whichever comes first. In a sound tree
                     // they agree, or the leaf holds a merged sibling's entries while its parent
@@ -254,6 +268,28 @@ impl Scan {
                     }));
                 }
             }
+        }
+    }
+
+    /// Asks the kernel to fetch the pages of the leaves after the one just found (the next
+    /// children of its parent), a window kept between half and all of [`READ_AHEAD_LEAVES`]
+    /// ahead: a cold store is then read with many requests in flight instead of one leaf after
+    /// another (Sled writes leaves in the order they changed, not in key order, so the kernel's
+    /// own read-ahead of the file does not find them).
+    fn read_ahead(&mut self) {
+        let Some((parent_pid, parent, position)) = self.cache.last_parent.take() else {
+            return;
+        };
+        let (pid, upto) = &mut self.ahead;
+        if *pid != parent_pid {
+            (*pid, *upto) = (parent_pid, position + 1);
+        }
+        let children = parent.children();
+        if *upto < (position + 1 + READ_AHEAD_LEAVES / 2).min(children.len()) {
+            let from = (*upto).max(position + 1);
+            let to = (position + 1 + READ_AHEAD_LEAVES).min(children.len());
+            self.db.will_need(&children[from..to]);
+            *upto = to;
         }
     }
 
