@@ -110,9 +110,17 @@ interface Ceiling {
 
 const CEILING = path.join(ROOT, 'target', 'release', 'examples', 'x25519_ceiling');
 
-/** Measured right before what it is compared with: this host's speed drifts within minutes. */
+/** Measured right before and right after what it is compared with: this host's speed drifts within minutes. */
 function measureCeiling(): Ceiling {
   return lastJson<Ceiling>(spawnSync(CEILING, [quick ? '1' : '4'], { encoding: 'utf8' }).stdout);
+}
+
+function meanCeiling(a: Ceiling, b: Ceiling): Ceiling {
+  return {
+    threads: a.threads,
+    sessions_per_s: (a.sessions_per_s + b.sessions_per_s) / 2,
+    table_sessions_per_s: (a.table_sessions_per_s + b.table_sessions_per_s) / 2,
+  };
 }
 
 interface SizeResult {
@@ -121,7 +129,7 @@ interface SizeResult {
   /** openOnlyPeakRssMb: recover the store and read one key (absent from runs before 2026-12-02). */
   reader: { sessionsPerS: number; mbPerS: number; openS: number; peakRssMb: number; openOnlyPeakRssMb?: number };
   /** idlePct: the cores' idle share during the scan (absent from runs before 2026-12-02 evening). */
-  encrypt: { sessionsPerS: number; peakRssMb: number; ceiling: Ceiling; idlePct?: number | null };
+  encrypt: { sessionsPerS: number; peakRssMb: number; ceiling: Ceiling; idlePct?: number | null; shares?: number[] };
   e2e: { sessionsPerS: number; uploadS: number; requests: number; keysPerRequest: number; peakRssMb: number; maxLoopDelayMs: number; p99LoopDelayMs: number; serverCount: number };
   extractPeakRssMb: number;
   /** `verify` after the upload (absent from runs before 2026-12-02). */
@@ -140,14 +148,20 @@ async function measureSize(synapse: LocalSynapse, sessions: number): Promise<Siz
   const openOnly = timed(SCAN, [s.store, ''], () => undefined, { SCAN_LIMIT: '1' });
 
   log(`${sessions}: X25519 ceiling, then reader + backup encryption, output discarded`);
-  // Pairs, each ceiling right before its run (this host's speed drifts within minutes); the pair
-  // with the median share is reported. Five for the stores whose run lasts seconds or less (a
-  // third of a second at 10k: one slow moment of the host decides a run), three for the 1M one.
+  // Runs between ceilings: each run is compared with the mean of the ceilings right before and
+  // right after it (this host's speed drifts within minutes, so one side alone can be off by
+  // 10-15%); the run with the median share is reported. Five runs for the stores whose run lasts
+  // seconds or less (a third of a second at 10k: one slow moment of the host decides a run),
+  // three for the 1M one.
+  let before = measureCeiling();
   const pairs = Array.from({ length: sessions <= 100_000 ? 5 : 3 }, () => {
-    const ceiling = measureCeiling();
     const run = timed(process.execPath, [...NODE_FLAGS, path.join(ROOT, 'scripts', 'bench', 'encrypt-only.mjs'), s.store], (out) => lastJson<{ sessions_per_s: number; idle_pct: number | null }>(out));
+    const after = measureCeiling();
+    const ceiling = meanCeiling(before, after);
+    before = after;
     return { ceiling, run, share: run.result.sessions_per_s / ceiling.table_sessions_per_s };
   });
+  const shares = pairs.map((p) => p.share).sort((a, b) => a - b);
   const { ceiling, run: encrypt } = pairs.sort((a, b) => a.share - b.share)[pairs.length >> 1]!;
 
   log(`${sessions}: extract (peak memory)`);
@@ -182,7 +196,7 @@ async function measureSize(synapse: LocalSynapse, sessions: number): Promise<Siz
     sessions,
     storeBytes,
     reader: { sessionsPerS: reader.result.keys / scanS, mbPerS: reader.result.store_bytes / 1e6 / scanS, openS: reader.result.open_s, peakRssMb: reader.peakRssMb, openOnlyPeakRssMb: openOnly.peakRssMb },
-    encrypt: { sessionsPerS: encrypt.result.sessions_per_s, peakRssMb: encrypt.peakRssMb, ceiling, idlePct: encrypt.result.idle_pct },
+    encrypt: { sessionsPerS: encrypt.result.sessions_per_s, peakRssMb: encrypt.peakRssMb, ceiling, idlePct: encrypt.result.idle_pct, shares },
     e2e: {
       sessionsPerS: upload.result.sent / upload.wallS,
       uploadS: upload.wallS,
@@ -473,8 +487,9 @@ ${rows(
 
 \`cargo run --release -p megolm-backup --example x25519_ceiling\`: per session one fresh ephemeral
 key and one key agreement with the backup key on all ${results[0]!.encrypt.ceiling.threads} cores, nothing else, measured right
-before each reader + encryption run (this host's speed drifts within minutes; five pairs a size,
-three for 1M, the median share shown), two ways:
+before and right after each reader + encryption run, the run compared with the mean of the two
+(this host's speed drifts within minutes; five runs a size, three for 1M, the median share shown
+and the range of all runs beside it), two ways:
 
 - **generic**: x25519-dalek's agreement (a Montgomery ladder per session), what every
   implementation of the backup algorithm does, and what this ceiling measured until 2026-12-01;
@@ -483,8 +498,8 @@ three for 1M, the median share shown), two ways:
   against x25519-dalek; \`crates/megolm-backup/src/agreement.rs\`). This is the faster of the two,
   so it is the ceiling to measure against.
 
-| sessions | reader + encryption | cores idle during it | generic ceiling | share | table ceiling | share |
-|---:|---:|---:|---:|---:|---:|---:|
+| sessions | reader + encryption | cores idle during it | generic ceiling | share | table ceiling | share | range of the runs |
+|---:|---:|---:|---:|---:|---:|---:|---:|
 ${rows(
   results.map((r) => [
     k(r.sessions),
@@ -494,6 +509,7 @@ ${rows(
     `${fmt((100 * r.encrypt.sessionsPerS) / r.encrypt.ceiling.sessions_per_s)}%`,
     `${fmt(r.encrypt.ceiling.table_sessions_per_s)}/s`,
     `**${fmt((100 * r.encrypt.sessionsPerS) / r.encrypt.ceiling.table_sessions_per_s)}%**`,
+    r.encrypt.shares ? `${fmt(100 * r.encrypt.shares[0]!)}–${fmt(100 * r.encrypt.shares.at(-1)!)}%` : '–',
   ]),
 )}
 
