@@ -209,7 +209,6 @@ impl Db {
         Ok(Some(bytes))
     }
 
-    /// Reads one node: its base, then every fragment linked onto it, in order.
     /// Asks the kernel to read the pages' messages into its page cache now, in the background,
     /// for a read that will follow. Only a hint (`posix_fadvise`, which reads and never writes);
     /// it may be ignored, and is not given where there is no such call.
@@ -217,7 +216,7 @@ impl Db {
         #[cfg(target_os = "linux")]
         {
             use std::os::unix::io::AsRawFd;
-            let mut ranges: Vec<(u64, u64)> = pids
+            let ranges: Vec<(u64, u64)> = pids
                 .iter()
                 .filter_map(|&pid| match self.pages.get(pid) {
                     PageState::Present(fragments) => Some(fragments),
@@ -239,6 +238,7 @@ impl Db {
         let _ = pids;
     }
 
+    /// Reads one node: its base, then every fragment linked onto it, in order.
     pub(crate) fn read_node(&self, pid: PageId) -> Result<Node, PageError> {
         let fragments = match self.pages.get(pid) {
             PageState::Present(fragments) => fragments,
