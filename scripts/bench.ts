@@ -161,8 +161,9 @@ async function measureSize(synapse: LocalSynapse, sessions: number): Promise<Siz
     before = after;
     return { ceiling, run, share: run.result.sessions_per_s / ceiling.table_sessions_per_s };
   });
-  const shares = pairs.map((p) => p.share).sort((a, b) => a - b);
-  const { ceiling, run: encrypt } = pairs.sort((a, b) => a.share - b.share)[pairs.length >> 1]!;
+  pairs.sort((a, b) => a.share - b.share);
+  const shares = pairs.map((p) => p.share);
+  const { ceiling, run: encrypt } = pairs[pairs.length >> 1]!;
 
   log(`${sessions}: extract (peak memory)`);
   const mig0 = mkdtempSync(path.join(os.tmpdir(), 'bench-extract-'));

@@ -22,7 +22,7 @@ import { damagedEntryError } from './damaged.js';
  * lock, so the fewer the requests, the less of that; but every megabyte of body is held twice
  * over while in flight (two requests, and the keys gathering for the next). Against a local
  * Synapse, the 1M store (docs/performance-notes.md): 1 MB bodies 102–128 s, peak RSS 140 MB;
- * 2 MiB 65 s, 149 MB; 4 MiB 55–81 s, 187 MB; 8 MiB 57 s, 217 MB; the 10k store 108–121 MB with
+ * 2 MiB 65 s, 149 MB; 4 MiB 55–81 s, 187 MB; 8 MiB 48–57 s, 199–217 MB; the 10k store 108–121 MB with
  * any of them. 2 MiB cuts the time by a third to a half and keeps memory flat (1.35× the 10k
  * store's); `--body-limit` trades memory for speed. A proxy with a smaller limit (nginx's default
  * is 1 MB; Synapse's own is 12.5 MiB, 50 MiB with its media repository) answers 413, and each 413
