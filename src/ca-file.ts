@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { fromEnvironment } from './environment.js';
 import { ToolError } from './errors.js';
 
 export function caFileFrom(argv: string[], env: NodeJS.ProcessEnv): string | undefined {
@@ -15,7 +16,7 @@ export function caFileFrom(argv: string[], env: NodeJS.ProcessEnv): string | und
     if (a === '--ca-file') return argv[i + 1];
     if (a.startsWith('--ca-file=')) return a.slice('--ca-file='.length);
   }
-  return env.CA_FILE || undefined;
+  return fromEnvironment('CA_FILE', env);
 }
 
 /** Runs the CLI again trusting `caFile`; undefined when this process already does. */

@@ -48,7 +48,3 @@ export const MIGRATION_FILES = {
   failedSessions: 'failed-sessions.json',
 } as const;
 
-/** A yes/no environment variable such as FORCE_NEW_BACKUP=1. */
-export function envFlag(name: string): boolean {
-  return /^(1|true|yes|on)$/i.test(process.env[name]?.trim() ?? '');
-}

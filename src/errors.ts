@@ -3,6 +3,8 @@
  * docs/exit-codes.md documents this table; test/exit-codes.test.ts checks that the two agree.
  */
 
+import { diagnostics } from './environment.js';
+
 export const EXIT_CODES = {
   OK: 0,
   INTERNAL: 1,
@@ -39,6 +41,37 @@ export const EXIT_CODES = {
 
 export type ErrorCode = Exclude<keyof typeof EXIT_CODES, 'OK'>;
 
+/** One line per exit code, for `--json` results; the full table with fixes is docs/exit-codes.md. */
+const EXIT_MEANINGS: Record<number, string> = {
+  0: 'done',
+  1: 'an unexpected failure (a bug)',
+  2: 'a missing or malformed option or variable',
+  3: 'the store or an input file is missing or not what it should be',
+  4: 'the bot is running: it holds the store',
+  5: 'a passphrase does not open the store or the export',
+  6: 'damaged entries (strict mode) or a store that cannot be opened',
+  7: 'MIGRATION_DIR or a file could not be read or written',
+  8: 'the homeserver could not be reached or did not answer as Matrix',
+  9: 'the access token was rejected',
+  10: 'the server-side backup is not the one this migration uses',
+  11: 'verify found keys missing from the backup or different from the store',
+  12: 'migration-state.json cannot be read',
+  13: 'the device operation was refused',
+  14: 'the store backup is incomplete or does not match its checksums',
+  15: 'a SQLite crypto store already exists',
+  16: 'the Sled store holds no Olm account',
+  17: 'the written SQLite store does not hold what was written',
+  130: 'interrupted',
+};
+
+export function exitMeaning(code: number): string {
+  const names = Object.entries(EXIT_CODES)
+    .filter(([, c]) => c === code)
+    .map(([n]) => n);
+  const meaning = EXIT_MEANINGS[code] ?? 'see docs/exit-codes.md';
+  return names.length ? `${names.join(', ')}: ${meaning}` : meaning;
+}
+
 export class ToolError extends Error {
   override readonly name = 'ToolError';
   constructor(
@@ -72,6 +105,6 @@ export function reportError(e: unknown, stderr: NodeJS.WritableStream = process.
   }
   const err = e instanceof Error ? e : new Error(String(e));
   stderr.write(`error: unexpected failure: ${err.message}. Fix: rerun with DEBUG=1 for details and report it; progress so far is kept.\n`);
-  if (process.env.DEBUG) stderr.write(`${err.stack}\n`);
+  if (diagnostics.debug()) stderr.write(`${err.stack}\n`);
   return EXIT_CODES.INTERNAL;
 }

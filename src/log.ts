@@ -3,6 +3,7 @@
  * progress is one redrawn line; elsewhere (Kubernetes logs) it is a line every so often.
  * Nothing that reaches here may contain a secret: callers pass counts, IDs and paths only.
  */
+import { diagnostics } from './environment.js';
 
 export interface Output {
   result(line: string): void;
@@ -20,10 +21,10 @@ export interface Progress {
   end(): void;
 }
 
-export function createOutput(opts: { verbose?: boolean; stdout?: NodeJS.WriteStream; stderr?: NodeJS.WriteStream } = {}): Output {
-  const stdout = opts.stdout ?? process.stdout;
+export function createOutput(opts: { verbose?: boolean; resultsToStderr?: boolean; stdout?: NodeJS.WriteStream; stderr?: NodeJS.WriteStream } = {}): Output {
   const stderr = opts.stderr ?? process.stderr;
-  const interactive = Boolean(stderr.isTTY) && process.env.CI !== 'true';
+  const stdout = opts.resultsToStderr ? stderr : (opts.stdout ?? process.stdout);
+  const interactive = Boolean(stderr.isTTY) && !diagnostics.ci();
   let drawing = false;
   const clearBar = () => {
     if (drawing) {

@@ -1,5 +1,5 @@
 import { Command, Option } from 'clipanion';
-import { envFlag } from '../config.js';
+import { envFlag } from '../environment.js';
 import { EXIT_CODES } from '../errors.js';
 import { enableBackup } from '../steps/enable.js';
 import { uploadStep } from '../steps/upload.js';

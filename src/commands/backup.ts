@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { Command, Option } from 'clipanion';
-import { envFlag } from '../config.js';
+import { envFlag } from '../environment.js';
 import { ToolError } from '../errors.js';
 import { formatBytes, formatDuration } from '../log.js';
 import { backupStore, checkBackup, describeMismatches, newestBackup, CHECKSUMS_FILE } from '../migration/store-backup.js';

@@ -1,46 +1,88 @@
 /**
- * Options every command shares. Clipanion reads the environment through `env`; none is `required`
- * (a required option fed only by its variable fails at parse time): `execute()` validates.
+ * Options every command shares, and the one way a command ends: its result lines (or, with
+ * `--json`, one JSON object) on stdout and an exit code. Options declare no `env`: their variables
+ * are read by src/environment.ts, where `VAR=""` and an unset `VAR` are told apart. None is
+ * `required` (a required option fed only by its variable fails at parse time): `perform()` validates.
  */
 import { Command, Option } from 'clipanion';
 import { resolveLocations, type Locations } from '../config.js';
-import { reportError } from '../errors.js';
+import { setting } from '../environment.js';
+import { exitMeaning, isToolError, reportError } from '../errors.js';
 import { createOutput, type Output } from '../log.js';
 
+/** What `--json` prints: the result a command recorded with `record()`, and how it ended. */
+export interface JsonResult {
+  command: string;
+  status: 'ok' | 'error';
+  exit_code: number;
+  /** The exit code's name and meaning (docs/exit-codes.md). */
+  meaning: string;
+  error?: { code: string; message: string; fix?: string };
+  [field: string]: unknown;
+}
+
 export abstract class BaseCommand extends Command {
-  storagePath = Option.String('--storage-path', { env: 'STORAGE_PATH', description: 'The bot\'s storage folder (STORAGE_PATH); the crypto store defaults to its encrypted/ folder' });
-  cryptoStorePath = Option.String('--crypto-store-path', { env: 'CRYPTO_STORE_PATH', description: 'The crypto store folder holding matrix-sdk-crypto/ and bot-sdk.json (CRYPTO_STORE_PATH)' });
-  migrationDir = Option.String('--migration-dir', { env: 'MIGRATION_DIR', description: 'Where key files, state and backups go (MIGRATION_DIR, default: current folder)' });
-  storePassphrase = Option.String('--store-passphrase', { env: 'STORE_PASSPHRASE', description: 'The Sled store passphrase (STORE_PASSPHRASE, default: empty, as matrix-bot-sdk 0.6.6+ uses)' });
+  storagePath = Option.String('--storage-path', { description: 'The bot\'s storage folder (STORAGE_PATH); the crypto store defaults to its encrypted/ folder' });
+  cryptoStorePath = Option.String('--crypto-store-path', { description: 'The crypto store folder holding matrix-sdk-crypto/ and bot-sdk.json (CRYPTO_STORE_PATH)' });
+  migrationDir = Option.String('--migration-dir', { description: 'Where key files, state and backups go (MIGRATION_DIR, default: current folder)' });
+  storePassphrase = Option.String('--store-passphrase', { description: 'The Sled store passphrase (STORE_PASSPHRASE, default: empty, as matrix-bot-sdk 0.6.6+ uses)' });
   // Accepted and ignored: runbooks written for 0.1 set it for a working copy of the store, which
   // the reader no longer makes (it reads the store in place, read-only).
-  workDir = Option.String('--work-dir', { env: 'WORK_DIR', hidden: true });
+  workDir = Option.String('--work-dir', { hidden: true });
   verbose = Option.Boolean('--verbose', false, { description: 'More detail in the log' });
+  json = Option.Boolean('--json', false, { description: 'Print the result as one JSON object on stdout (logs and progress stay on stderr)' });
 
   private _out?: Output;
+  private readonly recorded: Record<string, unknown> = {};
 
   /** The command's work; errors become one line and an exit code here, for every command. */
   protected abstract perform(): Promise<number>;
 
   async execute(): Promise<number> {
+    let code: number;
+    let error: JsonResult['error'];
     try {
-      return await this.perform();
+      code = await this.perform();
     } catch (e) {
-      return reportError(e);
+      code = reportError(e);
+      error = isToolError(e)
+        ? { code: e.code, message: e.message, ...(e.hint ? { fix: e.hint } : {}) }
+        : { code: 'INTERNAL', message: e instanceof Error ? e.message : String(e) };
     }
+    if (this.json) {
+      const result: JsonResult = {
+        command: this.path.join(' '),
+        status: code === 0 ? 'ok' : 'error',
+        exit_code: code,
+        meaning: exitMeaning(code),
+        ...this.recorded,
+        ...(error ? { error } : {}),
+      };
+      process.stdout.write(JSON.stringify(result) + '\n');
+    }
+    return code;
+  }
+
+  /**
+   * Adds fields to the command's JSON result: counts, versions, paths, IDs, public keys. Never a
+   * secret: this object is printed as it is.
+   */
+  protected record(fields: Record<string, unknown>): void {
+    Object.assign(this.recorded, fields);
   }
 
   protected get out(): Output {
-    this._out ??= createOutput({ verbose: this.verbose });
+    // With --json, stdout carries the JSON object alone: result lines go to stderr.
+    this._out ??= createOutput({ verbose: this.verbose, resultsToStderr: this.json });
     return this._out;
   }
 
   protected locations(): Locations {
     return resolveLocations({
-      storagePath: this.storagePath,
-      cryptoStorePath: this.cryptoStorePath,
-      migrationDir: this.migrationDir,
-      storePassphrase: this.storePassphrase,
+      storagePath: setting(this.storagePath, 'STORAGE_PATH'),
+      cryptoStorePath: setting(this.cryptoStorePath, 'CRYPTO_STORE_PATH'),
+      migrationDir: setting(this.migrationDir, 'MIGRATION_DIR'),
+      storePassphrase: setting(this.storePassphrase, 'STORE_PASSPHRASE'),
     });
   }
 }

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { Command, Option } from 'clipanion';
-import { MIGRATION_FILES, envFlag } from '../config.js';
+import { MIGRATION_FILES } from '../config.js';
+import { envFlag, setting } from '../environment.js';
 import { ensurePrivateDir } from '../migration/atomic-file.js';
 import { convertStore, type ConvertReport } from '../pipeline/convert.js';
 import { BaseCommand } from './base.js';
@@ -36,7 +37,7 @@ export class ConvertCommand extends BaseCommand {
   skipErrors = Option.Boolean('--skip-errors', false, { description: 'Carry on past damaged entries and list them' });
   failedOutput = Option.String('--failed-output', { description: 'Where damaged entries are listed (default: MIGRATION_DIR/failed-sessions.json)' });
   force = Option.Boolean('--force', false, { description: 'Rename an existing matrix-sdk-crypto.sqlite3 aside (never deleted) instead of refusing' });
-  sqlitePassphrase = Option.String('--sqlite-passphrase', { env: 'SQLITE_PASSPHRASE', description: 'Passphrase of the new SQLite store (SQLITE_PASSPHRASE, default: the store passphrase, "" as matrix-bot-sdk passes)' });
+  sqlitePassphrase = Option.String('--sqlite-passphrase', { description: 'Passphrase of the new SQLite store (SQLITE_PASSPHRASE, default: the store passphrase, "" as matrix-bot-sdk passes)' });
 
   protected async perform(): Promise<number> {
     const loc = this.locations();
@@ -44,7 +45,7 @@ export class ConvertCommand extends BaseCommand {
     if (this.skipErrors) await ensurePrivateDir(loc.migrationDir);
     const report = await convertStore({
       source: { cryptoStorePath: loc.cryptoStorePath, passphrase: loc.storePassphrase },
-      sqlitePassphrase: this.sqlitePassphrase,
+      sqlitePassphrase: setting(this.sqlitePassphrase, 'SQLITE_PASSPHRASE'),
       dryRun: this.dryRun,
       skipErrors: this.skipErrors,
       force: this.force || envFlag('FORCE_CONVERT'),

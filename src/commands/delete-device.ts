@@ -1,5 +1,6 @@
 import { Command, Option } from 'clipanion';
 import { StoreLocation } from '../store/location.js';
+import { setting } from '../environment.js';
 import { ToolError } from '../errors.js';
 import { deleteOldDevice } from '../steps/delete-device.js';
 import { askHidden, askLine } from '../terminal.js';
@@ -12,24 +13,24 @@ export class DeleteDeviceCommand extends HomeserverCommand {
     details: 'The device comes from OLD_DEVICE_ID or the store\'s bot-sdk.json. Asks for the account password (hidden) and for the device ID to be typed as confirmation; non-interactive runs need MIGRATION_PASSWORD and MIGRATION_CONFIRM set to the device ID.',
   });
 
-  oldDeviceId = Option.String('--old-device-id', { env: 'OLD_DEVICE_ID', description: 'The device to delete (OLD_DEVICE_ID; default: deviceId in bot-sdk.json)' });
-  password = Option.String('--password', { env: 'MIGRATION_PASSWORD', description: 'The account password (MIGRATION_PASSWORD; prefer the variable or the prompt)' });
-  confirm = Option.String('--confirm', { env: 'MIGRATION_CONFIRM', description: 'The device ID again, to confirm (MIGRATION_CONFIRM)' });
+  oldDeviceId = Option.String('--old-device-id', { description: 'The device to delete (OLD_DEVICE_ID; default: deviceId in bot-sdk.json)' });
+  password = Option.String('--password', { description: 'The account password (MIGRATION_PASSWORD; prefer the variable or the prompt)' });
+  confirm = Option.String('--confirm', { description: 'The device ID again, to confirm (MIGRATION_CONFIRM)' });
 
   protected async perform(): Promise<number> {
     const client = this.client();
-    const deviceId = this.oldDeviceId || (await StoreLocation.deviceIdFor(this.locations().cryptoStorePath));
+    const deviceId = setting(this.oldDeviceId, 'OLD_DEVICE_ID') || (await StoreLocation.deviceIdFor(this.locations().cryptoStorePath));
     if (!deviceId) {
       throw new ToolError('DEVICE', 'no device to delete: OLD_DEVICE_ID is not set and bot-sdk.json names none', 'set OLD_DEVICE_ID to the old device\'s ID');
     }
-    const confirmation = this.confirm ?? (await askLine(`Type the device ID ${deviceId} to confirm its deletion: `));
+    const confirmation = setting(this.confirm, 'MIGRATION_CONFIRM') ?? (await askLine(`Type the device ID ${deviceId} to confirm its deletion: `));
     if (confirmation === undefined) {
       throw new ToolError('DEVICE', 'deleting a device needs a confirmation', `set MIGRATION_CONFIRM=${deviceId} (and MIGRATION_PASSWORD) for a non-interactive run`);
     }
     if (confirmation.trim() !== deviceId) {
       throw new ToolError('DEVICE', `the confirmation "${confirmation.trim()}" does not match the device ID ${deviceId}`, 'type the device ID exactly, or set MIGRATION_CONFIRM to it');
     }
-    const password = this.password ?? (await askHidden('Account password: '));
+    const password = setting(this.password, 'MIGRATION_PASSWORD') ?? (await askHidden('Account password: '));
     if (!password) {
       throw new ToolError('DEVICE', 'deleting a device needs the account password', 'set MIGRATION_PASSWORD or run on a terminal to be asked');
     }

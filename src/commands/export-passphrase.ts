@@ -1,6 +1,7 @@
 /** The passphrase of an Element key export: from a file, EXPORT_PASSPHRASE, or a hidden prompt. */
 import { promises as fs } from 'node:fs';
 import { Option } from 'clipanion';
+import { fromEnvironment } from '../environment.js';
 import { ToolError } from '../errors.js';
 import { askHidden } from '../terminal.js';
 
@@ -10,7 +11,8 @@ export const exportPassphraseFileOption = () =>
 /** `creating`: asked twice and never empty; reading an existing export: asked once. */
 export async function exportPassphrase(file: string | undefined, creating: boolean): Promise<string> {
   if (file) return (await fs.readFile(file, 'utf8')).replace(/\r?\n$/, '');
-  if (process.env.EXPORT_PASSPHRASE) return process.env.EXPORT_PASSPHRASE;
+  const fromEnv = fromEnvironment('EXPORT_PASSPHRASE');
+  if (fromEnv !== undefined) return fromEnv;
   const first = await askHidden('Passphrase for the key export: ');
   if (first === undefined) {
     throw new ToolError('USAGE', 'a key export needs its passphrase', 'pass --export-passphrase-file FILE or set EXPORT_PASSPHRASE, or run on a terminal to be asked');

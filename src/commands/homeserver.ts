@@ -1,5 +1,6 @@
 /** Options of the commands that talk to the homeserver, and the step context built from them. */
 import { Option } from 'clipanion';
+import { setting } from '../environment.js';
 import { ToolError } from '../errors.js';
 import { MatrixClient } from '../matrix/client.js';
 import { ensurePrivateDir } from '../migration/atomic-file.js';
@@ -8,22 +9,24 @@ import type { StepContext } from '../steps/context.js';
 import { BaseCommand } from './base.js';
 
 export abstract class HomeserverCommand extends BaseCommand {
-  homeserverUrl = Option.String('--homeserver-url', { env: 'HOMESERVER_URL', description: 'The homeserver\'s client API base URL (HOMESERVER_URL)' });
+  homeserverUrl = Option.String('--homeserver-url', { description: 'The homeserver\'s client API base URL (HOMESERVER_URL)' });
   // Applied before the command runs (src/ca-file.ts); declared here so that it parses and shows in --help.
-  caFile = Option.String('--ca-file', { env: 'CA_FILE', description: 'PEM certificate of a private CA that signed the homeserver\'s certificate (CA_FILE)' });
-  accessToken = Option.String('--access-token', { env: 'ACCESS_TOKEN', description: 'The bot\'s access token (ACCESS_TOKEN; prefer the variable: a flag shows in the process list)' });
+  caFile = Option.String('--ca-file', { description: 'PEM certificate of a private CA that signed the homeserver\'s certificate (CA_FILE)' });
+  accessToken = Option.String('--access-token', { description: 'The bot\'s access token (ACCESS_TOKEN; prefer the variable: a flag shows in the process list)' });
 
   protected client(): MatrixClient {
-    if (!this.homeserverUrl) {
+    const homeserverUrl = setting(this.homeserverUrl, 'HOMESERVER_URL');
+    const accessToken = setting(this.accessToken, 'ACCESS_TOKEN');
+    if (!homeserverUrl) {
       throw new ToolError('USAGE', 'HOMESERVER_URL is not set', 'set HOMESERVER_URL (or --homeserver-url) to the homeserver\'s client API base URL');
     }
-    if (!/^https?:\/\/[^/]/.test(this.homeserverUrl)) {
-      throw new ToolError('USAGE', `HOMESERVER_URL "${this.homeserverUrl}" is not an http(s) URL`, 'use the form https://matrix.example.org');
+    if (!/^https?:\/\/[^/]/.test(homeserverUrl)) {
+      throw new ToolError('USAGE', `HOMESERVER_URL "${homeserverUrl}" is not an http(s) URL`, 'use the form https://matrix.example.org');
     }
-    if (!this.accessToken) {
+    if (!accessToken) {
       throw new ToolError('USAGE', 'ACCESS_TOKEN is not set', 'set ACCESS_TOKEN to the bot\'s access token');
     }
-    return new MatrixClient(this.homeserverUrl, this.accessToken, undefined, {
+    return new MatrixClient(homeserverUrl, accessToken, undefined, {
       onRetry: ({ delayMs, reason }) => this.out.warn(`homeserver: ${reason}; retrying in ${(delayMs / 1000).toFixed(1)} s`),
     });
   }

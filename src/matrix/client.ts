@@ -7,6 +7,7 @@
  * (8) attempts per request, about 80 s of outage in all; 429 answers wait `retry_after_ms`
  * and do not count against the attempts up to 50 waits.
  */
+import { envNumber } from '../environment.js';
 import { ToolError } from '../errors.js';
 import { MatrixError } from './errors.js';
 
@@ -19,10 +20,10 @@ export interface RetryPolicy {
 }
 
 export const DEFAULT_RETRY: RetryPolicy = {
-  maxAttempts: Number(process.env.MIGRATION_RETRY_ATTEMPTS) || 8,
-  retryBaseMs: Number(process.env.MIGRATION_RETRY_BASE_MS) || 1000,
-  retryCapMs: Number(process.env.MIGRATION_RETRY_CAP_MS) || 16_000,
-  timeoutMs: Number(process.env.MIGRATION_REQUEST_TIMEOUT_MS) || 120_000,
+  maxAttempts: envNumber('MIGRATION_RETRY_ATTEMPTS', 8),
+  retryBaseMs: envNumber('MIGRATION_RETRY_BASE_MS', 1000),
+  retryCapMs: envNumber('MIGRATION_RETRY_CAP_MS', 16_000),
+  timeoutMs: envNumber('MIGRATION_REQUEST_TIMEOUT_MS', 120_000),
 };
 
 export interface RequestOptions {
