@@ -120,8 +120,14 @@ export interface ConvertRequest {
   cryptoStorePath: string
   /** The Sled store passphrase. */
   passphrase?: string
-  /** The SQLite store's passphrase; absent: the same as `passphrase`. */
+  /**
+   * The SQLite store's passphrase; absent: "", what matrix-bot-sdk 0.8 passes (never the Sled
+   * one: a bot that had a Sled passphrase could not open its converted store).
+   */
   sqlitePassphrase?: string
+  /** The user and device of the bot's access token (whoami), when the caller asked the homeserver. */
+  tokenUserId?: string
+  tokenDeviceId?: string
   dryRun: boolean
   skipErrors: boolean
   force: boolean

@@ -26,9 +26,10 @@ async function main(): Promise<number> {
   say(`1. A bot's storage with its old Sled crypto store: ${storage}/encrypted (${sample.expected.keys.length} room keys, passphrase "")`);
 
   say('2. A throwaway homeserver: Synapse on loopback with a fresh SQLite database');
-  const synapse = await LocalSynapse.start();
+  // Named as the sample bot's server, so that its user @bot:example.org has an account there.
+  const synapse = await LocalSynapse.start({ serverName: 'example.org' });
   try {
-    const bot = await synapse.registerUser('demobot');
+    const bot = await synapse.registerUser('bot');
     say(`   ${synapse.baseUrl}, user ${bot.userId}`);
 
     say('3. sled-migration-tool all   (enable → upload → verify)');
@@ -50,7 +51,7 @@ async function main(): Promise<number> {
     const { version } = (await (await fetch(`${synapse.baseUrl}/_matrix/client/v3/room_keys/version`, { headers })).json()) as { version: string };
     const backup = (await (await fetch(`${synapse.baseUrl}/_matrix/client/v3/room_keys/keys?version=${version}`, { headers })).json()) as ServerBackup;
     const decrypted = await decryptBackup(recoveryKeyToBase64(recovery), backup);
-    const machine = await newMachine('@demobot:localhost', 'UPGRADEDBOT');
+    const machine = await newMachine(bot.userId, 'UPGRADEDBOT');
     const imported = await importBackedUp(machine, decrypted, version);
     const events = await decryptEvents(machine, sample.expected.events);
     say(`   imported ${imported.importedCount} of ${imported.totalCount} backed-up room keys`);
@@ -60,8 +61,11 @@ async function main(): Promise<number> {
     if (!ok) return 1;
 
     say('5. The other path, keeping the device: sled-migration-tool convert   (Sled → matrix-sdk-crypto.sqlite3, nothing on the server)');
+    // The kept device needs a token of its own: a password login with its device_id; convert asks
+    // the homeserver whose token it is before writing.
+    const kept = await synapse.login(bot, sample.expected.device_id);
     const converted = await new Promise<number>((resolve) => {
-      const child = spawn(process.execPath, [CLI, 'convert'], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+      const child = spawn(process.execPath, [CLI, 'convert'], { env: { ...env, ACCESS_TOKEN: kept.accessToken }, stdio: ['ignore', 'inherit', 'inherit'] });
       child.on('close', (c) => resolve(c ?? 1));
     });
     say(converted === 0 ? '   the upgraded bot opens it as the same device with every key (proven by cargo test -p sqlite-convert: a 0.9 OlmMachine decrypts the recorded messages and Olm to-device messages)' : `   convert failed (exit ${converted})`);

@@ -36,6 +36,7 @@ export const EXIT_CODES = {
   SQLITE_STORE_EXISTS: 15,
   NO_ACCOUNT: 16,
   CONVERT_CHECK_FAILED: 17,
+  WRONG_DEVICE: 18,
   INTERRUPTED: 130,
 } as const;
 
@@ -61,6 +62,7 @@ const EXIT_MEANINGS: Record<number, string> = {
   15: 'a SQLite crypto store already exists',
   16: 'the Sled store holds no Olm account',
   17: 'the written SQLite store does not hold what was written',
+  18: 'the bot would start as another device than the store\'s (bot-sdk.json or the access token)',
   130: 'interrupted',
 };
 

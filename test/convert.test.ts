@@ -8,7 +8,9 @@ import test from 'ava';
 import { existsSync, promises as fs, readdirSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { LocalSynapse } from '../src/devtools/local-synapse.js';
 import { runCli } from './helpers/cli.js';
+import { openAsTheBot } from './helpers/upgraded-bot.js';
 import { committedFixture, copyFixture, generatedFixture, holdStoreLock, treeHashes, type Fixture } from './helpers/fixtures.js';
 
 async function world(t: { teardown(fn: () => Promise<void>): void }, name: string): Promise<{ f: Fixture; mig: string; env: Record<string, string> }> {
@@ -109,8 +111,11 @@ test('convert killed at any moment leaves no store or a whole one; the rerun com
   const env = { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig };
   const before = treeHashes(path.join(f.store, 'matrix-sdk-crypto'));
   let killed = 0;
-  for (const ms of [200, 450, 700, 950, 1200]) {
-    const r = await runCli(['convert'], env, { killAfterMs: ms });
+  // The first kill lands on the first progress line (the run is then surely under way, however fast
+  // the machine), the others at growing delays, up to the final rename.
+  const kills = [{ killWhen: (s: string) => /converting room keys/.test(s) }, ...[200, 450, 700, 950, 1200].map((ms) => ({ killAfterMs: ms }))];
+  for (const kill of kills) {
+    const r = await runCli(['convert'], env, kill);
     if (r.signal !== 'SIGKILL') break;
     killed++;
     const temps = readdirSync(f.store).filter((n) => n.startsWith('.'));
@@ -124,4 +129,84 @@ test('convert killed at any moment leaves no store or a whole one; the rerun com
   t.regex(rerun.stdout, new RegExp(`room keys: ${f.expected.keys.length}\\b`));
   t.deepEqual(readdirSync(f.store).filter((n) => n.startsWith('.')), [], 'abandoned temporary stores removed');
   t.deepEqual(treeHashes(path.join(f.store, 'matrix-sdk-crypto')), before, 'the Sled store is unchanged');
+});
+
+// What the upgraded bot opens: matrix-bot-sdk 0.8.0 passes "" and starts as bot-sdk.json's device.
+
+test('the SQLite store is written with "" whatever the Sled passphrase: SQLITE_PASSPHRASE="" and --sqlite-passphrase= give the same store', async (t) => {
+  const runs = [
+    { name: 'no SQLite option', args: [] as string[], env: {} },
+    { name: 'SQLITE_PASSPHRASE=""', args: [], env: { SQLITE_PASSPHRASE: '' } },
+    { name: '--sqlite-passphrase=', args: ['--sqlite-passphrase='], env: {} },
+  ];
+  const views = [];
+  for (const r of runs) {
+    const { f, env } = await world(t, 'passphrase');
+    t.truthy(f.expected.passphrase, 'the Sled store has a non-empty passphrase');
+    const out = await runCli(['convert', ...r.args], { ...env, ...r.env });
+    t.is(out.code, 0, `${r.name}: ${out.stderr}`);
+    t.regex(out.stdout, /passphrase: the bot must open this store with "" .*upstream matrix-bot-sdk 0\.8/, r.name);
+    t.regex(out.stdout, /access token: the bot's token must belong to device BOTDEVICE/, r.name);
+    t.notRegex(out.stderr, /Failed to initialize the store cipher/, r.name);
+    const view = openAsTheBot(f.store, '');
+    t.false('error' in view, `${r.name}: ${JSON.stringify(view)}`);
+    t.like(view, { user_id: f.expected.user_id, device_id: f.expected.device_id, curve25519: f.expected.identity_keys!.curve25519, ed25519: f.expected.identity_keys!.ed25519, room_keys: f.expected.keys.length }, r.name);
+    t.deepEqual(openAsTheBot(f.store, f.expected.passphrase!), { error: 'Failed to initialize the store cipher' }, `${r.name}: not written with the Sled passphrase`);
+    views.push(view);
+  }
+  t.deepEqual(views[1], views[0]);
+  t.deepEqual(views[2], views[0]);
+});
+
+test('SQLITE_PASSPHRASE=x gives a store only x opens, with a warning that upstream matrix-bot-sdk will fail', async (t) => {
+  const { f, env } = await world(t, 'empty-passphrase');
+  const out = await runCli(['convert'], { ...env, SQLITE_PASSPHRASE: 'x' });
+  t.is(out.code, 0, out.stderr);
+  t.regex(out.stderr, /warning: the SQLite store is not written with "": upstream matrix-bot-sdk 0\.8 always passes "" and will fail at start with "Failed to initialize the store cipher"/);
+  t.deepEqual(openAsTheBot(f.store, ''), { error: 'Failed to initialize the store cipher' });
+  t.like(openAsTheBot(f.store, 'x'), { device_id: f.expected.device_id, ed25519: f.expected.identity_keys!.ed25519 });
+  t.false((out.stdout + out.stderr).includes('"x"'), 'the passphrase itself is not printed');
+});
+
+test('STORE_PASSPHRASE="" is a passphrase, not "unset"', async (t) => {
+  const empty = await world(t, 'empty-passphrase');
+  t.is((await runCli(['convert', '--dry-run'], { ...empty.env, STORE_PASSPHRASE: '' })).code, 0);
+  const other = await world(t, 'passphrase');
+  const wrong = await runCli(['convert', '--dry-run'], { ...other.env, STORE_PASSPHRASE: '' });
+  t.is(wrong.code, 5, wrong.stderr);
+  t.regex(wrong.stderr, /passphrase is wrong/);
+});
+
+test('bot-sdk.json naming another device than the account is refused (18), nothing written', async (t) => {
+  const { f, env } = await world(t, 'plain');
+  await fs.writeFile(path.join(f.store, 'bot-sdk.json'), JSON.stringify({ deviceId: 'OTHERDEVICE', rooms: {} }));
+  const r = await runCli(['convert'], env);
+  t.is(r.code, 18, r.stderr);
+  t.regex(r.stderr, /^error: bot-sdk\.json names device OTHERDEVICE, but the Olm account in the Sled store is device BOTDEVICE.*Fix: set "deviceId" in bot-sdk\.json/m);
+  t.is(r.stderr.trim().split('\n').length, 1, 'one line');
+  t.deepEqual(storeEntries(f), ['bot-sdk.json', 'matrix-sdk-crypto']);
+});
+
+test('with HOMESERVER_URL and ACCESS_TOKEN, a token of another device is refused before anything is written (18); the store\'s device passes', async (t) => {
+  // The fixtures' user is @bot:example.org: a Synapse of that name can log it in with any device ID.
+  const synapse = await LocalSynapse.start({ serverName: 'example.org' });
+  t.teardown(() => synapse.stop());
+  const bot = await synapse.registerUser('bot');
+  const { f, env } = await world(t, 'plain');
+  const other = await synapse.login(bot, 'OTHERDEVICE');
+  const refused = await runCli(['convert'], { ...env, HOMESERVER_URL: synapse.baseUrl, ACCESS_TOKEN: other.accessToken });
+  t.is(refused.code, 18, refused.stderr);
+  t.regex(refused.stderr, /^error: the access token belongs to @bot:example\.org, device OTHERDEVICE, but the store is @bot:example\.org, device BOTDEVICE.*Fix: log in for the store's device \(POST \/_matrix\/client\/v3\/login with "device_id"/m);
+  t.is(refused.stderr.trim().split('\n').length, 1, 'one line');
+  t.deepEqual(storeEntries(f), ['bot-sdk.json', 'matrix-sdk-crypto'], 'nothing written');
+  t.false((refused.stdout + refused.stderr).includes(other.accessToken), 'the token is not printed');
+
+  const kept = await synapse.login(bot, 'BOTDEVICE');
+  const ok = await runCli(['convert', '--json'], { ...env, HOMESERVER_URL: synapse.baseUrl, ACCESS_TOKEN: kept.accessToken });
+  t.is(ok.code, 0, ok.stderr);
+  t.regex(ok.stderr, /access token: @bot:example\.org, device BOTDEVICE: the store's device/);
+  const result = JSON.parse(ok.stdout) as Record<string, unknown>;
+  t.like(result, { command: 'convert', status: 'ok', exit_code: 0, device_id: 'BOTDEVICE', token_checked: true, sqlite_passphrase_is_empty: true });
+  t.false(ok.stdout.includes(kept.accessToken));
+  t.like(openAsTheBot(f.store, ''), { device_id: 'BOTDEVICE', room_keys: f.expected.keys.length });
 });

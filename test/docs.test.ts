@@ -10,15 +10,18 @@ import { chmodSync, cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, r
 import os from 'node:os';
 import path from 'node:path';
 import { committedFixture } from './helpers/fixtures.js';
-import { api, freshUser, useSynapse, type WithSynapse } from './helpers/homeserver.js';
+import { api, useSynapse, type WithSynapse } from './helpers/homeserver.js';
 import { CLI, ROOT } from './helpers/paths.js';
 
 const test = anyTest as TestFn<WithSynapse>;
-useSynapse(test);
+// The fixture's bot is @bot:example.org: a Synapse of that name holds its account, so `convert`
+// can check that the documents' token is the store's device, as it does for an operator.
+useSynapse(test, { serverName: 'example.org' });
 
 /** Shell lines that are not ours to run here, and why. */
 const NOT_RUN: [RegExp, string][] = [
   [/^npm install && npm (run demo|test)/, 'the CI and `npm run demo` run these two'],
+  [/^curl .*\/login /, 'a password login: the documents show the call, the world here logs in its own devices'],
 ];
 
 function shellBlocks(markdown: string): string[] {
@@ -41,6 +44,7 @@ test('every shell block of the documentation that runs the tool succeeds as writ
   writeFileSync(path.join(bin, 'sled-migration-tool'), `#!/bin/sh\nexec "${process.execPath}" --max-semi-space-size=1 "${CLI}" "$@"\n`);
   chmodSync(path.join(bin, 'sled-migration-tool'), 0o755);
 
+  const bot = await synapse.registerUser('bot');
   let ran = 0;
   const skipped: string[] = [];
   for (const doc of docs()) {
@@ -55,21 +59,25 @@ test('every shell block of the documentation that runs the tool succeeds as writ
     });
     if (!runnable.some((l) => /sled-migration-tool/.test(l))) continue;
 
-    // A fresh world per document: the bot's storage with its Sled store, an account whose old device
-    // is the one bot-sdk.json names, an empty migration folder.
+    // A fresh world per document: the bot's storage with its Sled store, the bot's account with no
+    // key backup, its old device (the one bot-sdk.json names) and a token of it (the bot's token, as
+    // `convert` wants it), a token of the upgraded bot's new device (for `delete-device`, which
+    // removes the old one), an empty migration folder.
     const root = mkdtempSync(path.join(work, 'doc-'));
     const storage = path.join(root, 'bot-storage');
     const migration = path.join(root, 'migration');
     cpSync(f.store, path.join(storage, 'encrypted'), { recursive: true });
-    const user = await freshUser(synapse);
-    await api(synapse, '', 'POST', '/_matrix/client/v3/login', { type: 'm.login.password', identifier: { type: 'm.id.user', user: user.userId }, password: user.password, device_id: f.expected.device_id });
+    const user = await synapse.login(bot, f.expected.device_id);
+    const newBot = await synapse.login(bot);
+    const backup = await api<{ version?: string }>(synapse, user.accessToken, 'GET', '/_matrix/client/v3/room_keys/version');
+    if (backup.json.version) await api(synapse, user.accessToken, 'DELETE', `/_matrix/client/v3/room_keys/version/${backup.json.version}`);
     const substitute = (l: string) =>
       l
         .replaceAll('/data/bot-storage', storage)
         .replaceAll('/data/migration', migration)
         .replaceAll('https://matrix.example.org', synapse.baseUrl)
         .replace(/syt_\.\.\./g, user.accessToken)
-        .replace(/MIGRATION_PASSWORD=\.\.\./g, `MIGRATION_PASSWORD='${user.password}'`)
+        .replace(/MIGRATION_PASSWORD=\.\.\./g, `ACCESS_TOKEN='${newBot.accessToken}' MIGRATION_PASSWORD='${user.password}'`)
         .replace(/MIGRATION_CONFIRM=ABCDEFGHIJ/g, `MIGRATION_CONFIRM=${f.expected.device_id}`)
         .replace(/--from \S*migration-backup-\d{8}-\d{6}/g, `--from "$(ls -d ${migration}/migration-backup-* | tail -1)"`)
         .replace(/^npx sled-migration-tool/, 'sled-migration-tool');

@@ -3,9 +3,12 @@
  * told apart. clipanion's own `env` drops empty values, so no option may declare one.
  */
 import test from 'ava';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fromEnvironment, setting, SETTINGS } from '../src/environment.js';
+import { runCli } from './helpers/cli.js';
+import { committedFixture, copyFixture } from './helpers/fixtures.js';
 import { ROOT } from './helpers/paths.js';
 
 function sources(dir: string): string[] {
@@ -48,4 +51,25 @@ test('a flag wins over its variable, and --x= (the empty string) is a value', (t
     if (saved === undefined) delete process.env.SQLITE_PASSPHRASE;
     else process.env.SQLITE_PASSPHRASE = saved;
   }
+});
+
+// Each variable whose empty value means something, as an operator sets it.
+
+test('EXPORT_PASSPHRASE="" is refused for a new export (it would be unprotected), not taken as "ask me"', async (t) => {
+  const f = copyFixture(committedFixture('plain'));
+  const mig = mkdtempSync(path.join(os.tmpdir(), 'env-'));
+  t.teardown(() => {
+    rmSync(mig, { recursive: true, force: true });
+    rmSync(f.dir, { recursive: true, force: true });
+  });
+  const r = await runCli(['extract', '--format', 'megolm-export'], { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig, EXPORT_PASSPHRASE: '' });
+  t.is(r.code, 2, r.stderr);
+  t.regex(r.stderr, /^error: EXPORT_PASSPHRASE is set to the empty string, which would leave the export unprotected/m);
+  t.deepEqual(readdirSync(mig).filter((n) => !n.startsWith('.')), [], 'no export written');
+});
+
+test('MIGRATION_CONFIRM="" is a confirmation that does not match, not a missing one', async (t) => {
+  const r = await runCli(['delete-device'], { HOMESERVER_URL: 'http://127.0.0.1:9', ACCESS_TOKEN: 'unused', OLD_DEVICE_ID: 'OLDDEVICE', MIGRATION_CONFIRM: '', MIGRATION_PASSWORD: 'unused' });
+  t.is(r.code, 13, r.stderr);
+  t.regex(r.stderr, /the confirmation "" does not match the device ID OLDDEVICE/);
 });

@@ -4,7 +4,9 @@ import { MIGRATION_FILES } from '../config.js';
 import { envFlag, setting } from '../environment.js';
 import { ensurePrivateDir } from '../migration/atomic-file.js';
 import { convertStore, type ConvertReport } from '../pipeline/convert.js';
-import { BaseCommand } from './base.js';
+import { ToolError } from '../errors.js';
+import { whoami } from '../matrix/account.js';
+import { HomeserverCommand } from './homeserver.js';
 
 /** How each Sled tree is named to an operator. */
 const KINDS: Record<string, string> = {
@@ -21,7 +23,7 @@ const KINDS: Record<string, string> = {
 export const OLD_BOT_WARNING =
   'never start the old bot against the Sled store again: two live copies of one Olm account break its sessions with every peer. Keep the Sled store only as the rollback, for as long as the new bot has not run (docs/convert.md)';
 
-export class ConvertCommand extends BaseCommand {
+export class ConvertCommand extends HomeserverCommand {
   static override paths = [['convert']];
   static override usage = Command.Usage({
     description: 'Write the Sled store straight into the SQLite store the upgraded bot opens, keeping its device and every key',
@@ -30,6 +32,7 @@ export class ConvertCommand extends BaseCommand {
     examples: [
       ['See what would be converted', 'sled-migration-tool convert --dry-run'],
       ['Convert', 'sled-migration-tool convert'],
+      ['Convert, refusing a token of another device', 'HOMESERVER_URL=https://matrix.example.org ACCESS_TOKEN=… sled-migration-tool convert'],
     ],
   });
 
@@ -37,26 +40,49 @@ export class ConvertCommand extends BaseCommand {
   skipErrors = Option.Boolean('--skip-errors', false, { description: 'Carry on past damaged entries and list them' });
   failedOutput = Option.String('--failed-output', { description: 'Where damaged entries are listed (default: MIGRATION_DIR/failed-sessions.json)' });
   force = Option.Boolean('--force', false, { description: 'Rename an existing matrix-sdk-crypto.sqlite3 aside (never deleted) instead of refusing' });
-  sqlitePassphrase = Option.String('--sqlite-passphrase', { description: 'Passphrase of the new SQLite store (SQLITE_PASSPHRASE, default: the store passphrase, "" as matrix-bot-sdk passes)' });
+  sqlitePassphrase = Option.String('--sqlite-passphrase', { description: 'Passphrase of the new SQLite store (SQLITE_PASSPHRASE, default: "", what upstream matrix-bot-sdk 0.8 passes; only for bots that pass their own)' });
+  checkToken = Option.Boolean('--check-token', false, { description: 'Ask the homeserver (HOMESERVER_URL, ACCESS_TOKEN) whose token the bot will use, and refuse a token of another user or device (done whenever both are set)' });
 
   protected async perform(): Promise<number> {
     const loc = this.locations();
+    if (this.checkToken && !this.optionalClient()) {
+      throw new ToolError('USAGE', '--check-token needs HOMESERVER_URL and ACCESS_TOKEN', 'set both to the homeserver and the access token the upgraded bot will use');
+    }
+    const client = this.optionalClient();
+    const tokenOwner = client ? await whoami(client).then((w) => ({ userId: w.user_id, deviceId: w.device_id })) : undefined;
+    const sqlitePassphrase = setting(this.sqlitePassphrase, 'SQLITE_PASSPHRASE') ?? '';
     const failedOutputPath = path.resolve(this.failedOutput ?? path.join(loc.migrationDir, MIGRATION_FILES.failedSessions));
     if (this.skipErrors) await ensurePrivateDir(loc.migrationDir);
     const report = await convertStore({
       source: { cryptoStorePath: loc.cryptoStorePath, passphrase: loc.storePassphrase },
-      sqlitePassphrase: setting(this.sqlitePassphrase, 'SQLITE_PASSPHRASE'),
+      sqlitePassphrase,
+      tokenOwner,
       dryRun: this.dryRun,
       skipErrors: this.skipErrors,
       force: this.force || envFlag('FORCE_CONVERT'),
       failedOutputPath,
       out: this.out,
     });
-    this.describe(report, failedOutputPath);
+    this.describe(report, failedOutputPath, sqlitePassphrase, tokenOwner);
+    this.record({
+      dry_run: report.dry_run,
+      user_id: report.user_id,
+      device_id: report.device_id,
+      identity_keys: { curve25519: report.curve25519, ed25519: report.ed25519 },
+      trees: report.trees,
+      distinct_room_keys: report.distinct_room_keys,
+      damaged: report.damaged.length,
+      backup_version: report.backup_version,
+      written: report.written,
+      moved_aside: report.moved_aside,
+      sqlite_passphrase_is_empty: sqlitePassphrase === '',
+      token_checked: tokenOwner !== undefined,
+      ...(report.damaged.length ? { failed_output: failedOutputPath } : {}),
+    });
     return 0;
   }
 
-  private describe(r: ConvertReport, failedOutputPath: string) {
+  private describe(r: ConvertReport, failedOutputPath: string, sqlitePassphrase: string, tokenOwner: { userId: string; deviceId?: string } | undefined) {
     const out = this.out;
     out.result(`${r.dry_run ? 'would convert' : 'converted'} the Sled store of ${r.user_id}, device ${r.device_id} (identity keys kept: curve25519 ${r.curve25519}, ed25519 ${r.ed25519})`);
     for (const t of r.trees) {
@@ -71,8 +97,17 @@ export class ConvertCommand extends BaseCommand {
     for (const t of behind) out.verbose(`  not carried over: ${t.tree} (${t.left_behind}): ${t.reason}`);
     if (behind.length) out.result(`  not carried over: ${behind.map((t) => `${t.tree} ${t.left_behind}`).join(', ')} (nothing the bot cannot rebuild; --verbose says why)`);
     if (r.damaged.length) out.result(`  ${r.damaged.length} damaged entries left behind, listed in ${failedOutputPath}`);
-    if (r.bot_sdk_device_id && r.bot_sdk_device_id !== r.device_id) {
-      out.warn(`bot-sdk.json names device ${r.bot_sdk_device_id}, the Olm account is device ${r.device_id}: the upgraded bot must log in with an access token of device ${r.device_id}`);
+    // What the bot must bring to open this store: its passphrase and a token of this device.
+    if (sqlitePassphrase === '') {
+      out.result('  passphrase: the bot must open this store with "" (the empty passphrase), which is what upstream matrix-bot-sdk 0.8 passes');
+    } else {
+      out.result('  passphrase: the bot must open this store with the passphrase given in SQLITE_PASSPHRASE / --sqlite-passphrase, not "" (what upstream matrix-bot-sdk 0.8 passes)');
+      out.warn('the SQLite store is not written with "": upstream matrix-bot-sdk 0.8 always passes "" and will fail at start with "Failed to initialize the store cipher"; keep this only for a bot that passes this passphrase to OlmMachine.initialize itself (docs/convert.md)');
+    }
+    if (tokenOwner) {
+      out.result(`  access token: ${tokenOwner.userId}, device ${tokenOwner.deviceId ?? '(none named by the server)'}: the store's device, as the bot needs`);
+    } else {
+      out.result(`  access token: the bot's token must belong to device ${r.device_id} (matrix-bot-sdk 0.8 takes the device from bot-sdk.json, not from the token); set HOMESERVER_URL and ACCESS_TOKEN (or --check-token) to have it checked`);
     }
     if (r.dry_run) {
       if (r.existing_sqlite_store === 'with-account' || r.existing_sqlite_store === 'unreadable') {
@@ -82,7 +117,7 @@ export class ConvertCommand extends BaseCommand {
       return;
     }
     if (r.moved_aside) out.info(`the SQLite store that was there is kept as ${r.moved_aside}`);
-    out.result(`wrote ${r.written}: start the upgraded bot (matrix-bot-sdk 0.8) with the same access token; it opens this store as device ${r.device_id}`);
+    out.result(`wrote ${r.written}: start the upgraded bot (matrix-bot-sdk 0.8) with an access token of device ${r.device_id}; it opens this store as that device`);
     out.warn(OLD_BOT_WARNING);
   }
 }

@@ -12,6 +12,9 @@ export const exportPassphraseFileOption = () =>
 export async function exportPassphrase(file: string | undefined, creating: boolean): Promise<string> {
   if (file) return (await fs.readFile(file, 'utf8')).replace(/\r?\n$/, '');
   const fromEnv = fromEnvironment('EXPORT_PASSPHRASE');
+  if (fromEnv === '' && creating) {
+    throw new ToolError('USAGE', 'EXPORT_PASSPHRASE is set to the empty string, which would leave the export unprotected', 'set EXPORT_PASSPHRASE to a passphrase, or unset it to be asked on a terminal');
+  }
   if (fromEnv !== undefined) return fromEnv;
   const first = await askHidden('Passphrase for the key export: ');
   if (first === undefined) {

@@ -14,6 +14,12 @@ export abstract class HomeserverCommand extends BaseCommand {
   caFile = Option.String('--ca-file', { description: 'PEM certificate of a private CA that signed the homeserver\'s certificate (CA_FILE)' });
   accessToken = Option.String('--access-token', { description: 'The bot\'s access token (ACCESS_TOKEN; prefer the variable: a flag shows in the process list)' });
 
+  /** A client when HOMESERVER_URL or ACCESS_TOKEN is given (both then needed), else none. */
+  protected optionalClient(): MatrixClient | undefined {
+    if (!setting(this.homeserverUrl, 'HOMESERVER_URL') && !setting(this.accessToken, 'ACCESS_TOKEN')) return undefined;
+    return this.client();
+  }
+
   protected client(): MatrixClient {
     const homeserverUrl = setting(this.homeserverUrl, 'HOMESERVER_URL');
     const accessToken = setting(this.accessToken, 'ACCESS_TOKEN');

@@ -24,6 +24,8 @@ export interface SynapseOptions {
   /** Synapse's own request body limit (`max_upload_size` does not cover client API bodies). */
   extraConfig?: string;
   log?: (line: string) => void;
+  /** The server name, `localhost` by default: `example.org` serves the users of the committed fixtures. */
+  serverName?: string;
 }
 
 export class LocalSynapse {
@@ -48,7 +50,7 @@ export class LocalSynapse {
     LocalSynapse.install();
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'synapse-'));
     const port = await freePort();
-    const serverName = 'localhost';
+    const serverName = opts.serverName ?? 'localhost';
     const sharedSecret = randomBytes(24).toString('hex');
     const config = `
 server_name: "${serverName}"

@@ -47,8 +47,10 @@ export interface ConvertReport {
 
 export interface ConvertOptions {
   source: StoreSource;
-  /** Absent: the Sled store's passphrase (matrix-bot-sdk passes "" to both). */
+  /** Absent: "", what matrix-bot-sdk 0.8 passes to OlmMachine.initialize. */
   sqlitePassphrase?: string;
+  /** Who the bot's access token belongs to (whoami): the run is refused unless it is the store's. */
+  tokenOwner?: { userId: string; deviceId?: string };
   dryRun: boolean;
   skipErrors: boolean;
   force: boolean;
@@ -68,6 +70,8 @@ export async function convertStore(opts: ConvertOptions): Promise<ConvertReport>
       cryptoStorePath: opts.source.cryptoStorePath,
       passphrase: opts.source.passphrase,
       sqlitePassphrase: opts.sqlitePassphrase,
+      tokenUserId: opts.tokenOwner?.userId,
+      tokenDeviceId: opts.tokenOwner?.deviceId,
       dryRun: opts.dryRun,
       skipErrors: opts.skipErrors,
       force: opts.force,

@@ -1,14 +1,14 @@
 /** One real Synapse per test file (started in `before`, stopped in `after`); a fresh user per test. */
 import type { TestFn } from 'ava';
-import { LocalSynapse, type RegisteredUser } from '../../src/devtools/local-synapse.js';
+import { LocalSynapse, type RegisteredUser, type SynapseOptions } from '../../src/devtools/local-synapse.js';
 
 export interface WithSynapse {
   synapse: LocalSynapse;
 }
 
-export function useSynapse<T extends WithSynapse>(test: TestFn<T>): void {
+export function useSynapse<T extends WithSynapse>(test: TestFn<T>, opts: SynapseOptions = {}): void {
   test.before(async (t) => {
-    t.context.synapse = await LocalSynapse.start();
+    t.context.synapse = await LocalSynapse.start(opts);
   });
   test.after.always(async (t) => {
     await t.context.synapse?.stop();

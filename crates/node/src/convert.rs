@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use sqlite_convert::{ConvertError, ConvertOptions, Progress};
+use sqlite_convert::{ConvertError, ConvertOptions, Progress, TokenOwner};
 
 use crate::errors::coded;
 use crate::job::Outcome;
@@ -16,8 +16,12 @@ pub struct ConvertRequest {
     pub crypto_store_path: String,
     /// The Sled store passphrase.
     pub passphrase: Option<String>,
-    /// The SQLite store's passphrase; absent: the same as `passphrase`.
+    /// The SQLite store's passphrase; absent: "", what matrix-bot-sdk 0.8 passes (never the Sled
+    /// one: a bot that had a Sled passphrase could not open its converted store).
     pub sqlite_passphrase: Option<String>,
+    /// The user and device of the bot's access token (whoami), when the caller asked the homeserver.
+    pub token_user_id: Option<String>,
+    pub token_device_id: Option<String>,
     pub dry_run: bool,
     pub skip_errors: bool,
     pub force: bool,
@@ -44,14 +48,13 @@ fn convert_error(e: ConvertError) -> Error {
 
 #[napi]
 pub fn start_convert(request: ConvertRequest) -> Result<ConvertJob> {
-    let passphrase = request.passphrase.unwrap_or_default();
     let mut options = ConvertOptions::new(&request.crypto_store_path);
-    options.sqlite_passphrase = Some(
-        request
-            .sqlite_passphrase
-            .unwrap_or_else(|| passphrase.clone()),
-    );
-    options.sled_passphrase = passphrase;
+    options.sqlite_passphrase = Some(request.sqlite_passphrase.unwrap_or_default());
+    options.sled_passphrase = request.passphrase.unwrap_or_default();
+    options.token_owner = request.token_user_id.map(|user_id| TokenOwner {
+        user_id,
+        device_id: request.token_device_id,
+    });
     options.dry_run = request.dry_run;
     options.skip_errors = request.skip_errors;
     options.force = request.force;
@@ -61,7 +64,10 @@ pub fn start_convert(request: ConvertRequest) -> Result<ConvertJob> {
     let done = Outcome::spawn("convert", move || {
         let mut report_progress = |p: Progress| {
             if let Ok(mut slot) = shared.lock() {
-                *slot = ConvertProgress { stage: p.tree.into(), done: p.entries as i64 };
+                *slot = ConvertProgress {
+                    stage: p.tree.into(),
+                    done: p.entries as i64,
+                };
             }
         };
         sqlite_convert::convert(&options, &mut report_progress)

@@ -33,6 +33,19 @@ pub enum ConvertError {
     },
     #[error("the converted store does not read back as written: {0}")]
     CheckFailed(String),
+    /// matrix-bot-sdk 0.8 opens the store as the device `bot-sdk.json` names: another device than
+    /// the account's, and matrix-sdk-crypto refuses the account at start.
+    #[error("bot-sdk.json names device {bot_sdk}, but the Olm account in the Sled store is device {account}: matrix-bot-sdk 0.8 would open the converted store as {bot_sdk} and refuse the account")]
+    BotSdkDevice { bot_sdk: String, account: String },
+    /// The bot's access token (whoami) is another user's or another device's: the bot would run
+    /// the kept account under that device, and live encryption to it would break.
+    #[error("the access token belongs to {token_user}, device {token_device}, but the store is {user}, device {device}: the upgraded bot would run this Olm account under {token_device}")]
+    TokenDevice {
+        token_user: String,
+        token_device: String,
+        user: String,
+        device: String,
+    },
 }
 
 impl ConvertError {
@@ -46,6 +59,7 @@ impl ConvertError {
             ConvertError::Damaged { .. } => "DAMAGED_ENTRIES",
             ConvertError::Write(_) | ConvertError::Io { .. } => "IO_ERROR",
             ConvertError::CheckFailed(_) => "CONVERT_CHECK_FAILED",
+            ConvertError::BotSdkDevice { .. } | ConvertError::TokenDevice { .. } => "WRONG_DEVICE",
         }
     }
 
@@ -58,6 +72,8 @@ impl ConvertError {
             ConvertError::Damaged { .. } => "rerun with --skip-errors to convert everything else (--failed-output FILE lists what is left behind), or restore the store from a backup",
             ConvertError::Write(_) | ConvertError::Io { .. } => "check free space and permissions in the crypto store folder (the new store needs about the size of the room keys), then run convert again",
             ConvertError::CheckFailed(_) => "nothing was put in place; report this with the output of convert --dry-run",
+            ConvertError::BotSdkDevice { .. } => "set \"deviceId\" in bot-sdk.json to the account's device (the one the old bot ran as) and give the bot an access token of that device, or use the server-side backup path (sled-migration-tool all); nothing was written",
+            ConvertError::TokenDevice { .. } => "log in for the store's device (POST /_matrix/client/v3/login with \"device_id\" set to it, docs/convert.md) and give the bot and ACCESS_TOKEN that token; nothing was written",
         }
     }
 

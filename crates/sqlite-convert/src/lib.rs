@@ -43,6 +43,18 @@ pub struct ConvertOptions {
     pub force: bool,
     /// Entries per SQLite transaction: memory is bounded by this, whatever the store's size.
     pub chunk_size: usize,
+    /// Who the bot's access token belongs to (`whoami`), when the caller asked the homeserver: a
+    /// token of another user or device is refused before anything is written.
+    pub token_owner: Option<TokenOwner>,
+}
+
+/// The user and device of an access token, as `GET /account/whoami` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOwner {
+    pub user_id: String,
+    /// Absent where the server names no device for the token (an appservice's): then only the
+    /// user is checked.
+    pub device_id: Option<String>,
 }
 
 impl ConvertOptions {
@@ -55,6 +67,7 @@ impl ConvertOptions {
             skip_errors: false,
             force: false,
             chunk_size: 1000,
+            token_owner: None,
         }
     }
 }
@@ -103,7 +116,12 @@ pub async fn convert_async(
         }
     }
 
-    let sled = SledStore::open(&location, OpenOptions { passphrase: options.sled_passphrase.clone() })?;
+    let sled = SledStore::open(
+        &location,
+        OpenOptions {
+            passphrase: options.sled_passphrase.clone(),
+        },
+    )?;
     let mut report = ConvertReport::new(
         options.dry_run,
         &existing,
@@ -142,6 +160,7 @@ pub async fn convert_async(
     report.put(tally);
     let account: Box<Account> = account.ok_or(ConvertError::NoAccount)?;
     report.set_account(&account);
+    check_the_bots_device(&report, options.token_owner.as_ref())?;
     report.backup_version = changes.backup_version.clone();
     report.has_backup_key = changes.backup_decryption_key.is_some();
     let device_keys = account.device_keys();
@@ -337,13 +356,44 @@ pub async fn convert_async(
     drop(sled);
 
     if let Some(mut t) = target.take() {
-        let written = t.reopen_and_read().await?;
+        let written = t
+            .reopen_as_the_bot(&report.user_id, &report.device_id)
+            .await?;
         check_written(&report, &written, tracked_users)?;
         let stamp = report::timestamp();
         report.moved_aside = t.finish(dir, &stamp)?;
         report.written = Some(location.sqlite_store());
     }
     Ok(report)
+}
+
+/// matrix-bot-sdk 0.8 opens the store as the device `bot-sdk.json` names (or, without one, the
+/// device of its access token): both must be the account's, or the bot refuses the account at start
+/// (another device in bot-sdk.json) or runs it under another device (another device's token).
+fn check_the_bots_device(
+    report: &ConvertReport,
+    token_owner: Option<&TokenOwner>,
+) -> Result<(), ConvertError> {
+    if let Some(bot_sdk) = &report.bot_sdk_device_id {
+        if *bot_sdk != report.device_id {
+            return Err(ConvertError::BotSdkDevice {
+                bot_sdk: bot_sdk.clone(),
+                account: report.device_id.clone(),
+            });
+        }
+    }
+    if let Some(t) = token_owner {
+        let other_device = t.device_id.as_ref().is_some_and(|d| *d != report.device_id);
+        if t.user_id != report.user_id || other_device {
+            return Err(ConvertError::TokenDevice {
+                token_user: t.user_id.clone(),
+                token_device: t.device_id.clone().unwrap_or_else(|| "(none)".into()),
+                user: report.user_id.clone(),
+                device: report.device_id.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The reopened store must hold what went in: the same account, every distinct room key, every
@@ -353,22 +403,15 @@ fn check_written(
     written: &sqlite_target::WrittenStore,
     tracked_users: u64,
 ) -> Result<(), ConvertError> {
-    let account = written
-        .account
-        .as_ref()
-        .ok_or_else(|| ConvertError::CheckFailed("no account".into()))?;
-    if account.user_id().as_str() != report.user_id
-        || account.device_id().as_str() != report.device_id
-    {
+    let bot = &written.bot;
+    if bot.user_id != report.user_id || bot.device_id != report.device_id {
         return Err(ConvertError::CheckFailed(
-            "the account belongs to another user or device".into(),
+            "the bot opens it as another user or device".into(),
         ));
     }
-    if account.identity_keys().curve25519.to_base64() != report.curve25519
-        || account.identity_keys().ed25519.to_base64() != report.ed25519
-    {
+    if bot.curve25519 != report.curve25519 || bot.ed25519 != report.ed25519 {
         return Err(ConvertError::CheckFailed(
-            "the account's identity keys differ".into(),
+            "the bot's identity keys differ from the Sled account's".into(),
         ));
     }
     if written.room_keys.total as u64 != report.distinct_room_keys {

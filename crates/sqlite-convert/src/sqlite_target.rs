@@ -5,9 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use matrix_sdk_common::ruma::{OwnedDeviceId, UserId};
 use matrix_sdk_crypto::olm::Account;
 use matrix_sdk_crypto::store::{Changes, CryptoStore, PendingChanges, RoomKeyCounts};
-use matrix_sdk_crypto::TrackedUser;
+use matrix_sdk_crypto::{OlmMachine, TrackedUser};
 use matrix_sdk_sqlite::SqliteCryptoStore;
 use sled_store::locate::SQLITE_STORE_NAME;
 
@@ -118,21 +121,46 @@ impl TempStore {
             .map_err(write_error)
     }
 
-    /// Closes the store, reopens it as the bot would (same passphrase, genuine 0.9 code) and
-    /// returns what it finds.
-    pub async fn reopen_and_read(&mut self) -> Result<WrittenStore, ConvertError> {
+    /// Closes the store and reopens it as matrix-bot-sdk 0.8 does at start: the genuine 0.9
+    /// `SqliteCryptoStore::open` with the passphrase the bot passes, then `OlmMachine::with_store`
+    /// for the user and the device it will start as (the device `bot-sdk.json` names, checked equal
+    /// to the account's before anything was written). Returns what that machine and store hold.
+    pub async fn reopen_as_the_bot(
+        &mut self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<WrittenStore, ConvertError> {
         self.close();
-        let store = self.open().await?;
-        let account = store.load_account().await.map_err(write_error)?;
+        let store = Arc::new(self.open().await?);
         let room_keys = store
             .inbound_group_session_counts(None)
             .await
             .map_err(write_error)?;
         let tracked_users = store.load_tracked_users().await.map_err(write_error)?.len() as u64;
         let backup = store.load_backup_keys().await.map_err(write_error)?;
+        let refused = |e: String| {
+            ConvertError::CheckFailed(format!(
+                "matrix-sdk-crypto 0.9 does not open it as {user_id}, device {device_id}: {e}"
+            ))
+        };
+        let user = UserId::parse(user_id).map_err(|e| refused(e.to_string()))?;
+        let device: OwnedDeviceId = device_id.into();
+        // An account for this user and device is adopted without a write; any other is refused
+        // (MismatchedAccount), and no account at all would make a new one, with other keys.
+        let machine = OlmMachine::with_store(&user, &device, store.clone(), None)
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        let keys = machine.identity_keys();
+        let bot = BotView {
+            user_id: machine.user_id().to_string(),
+            device_id: machine.device_id().to_string(),
+            curve25519: keys.curve25519.to_base64(),
+            ed25519: keys.ed25519.to_base64(),
+        };
+        drop(machine);
         drop(store);
         Ok(WrittenStore {
-            account,
+            bot,
             room_keys,
             tracked_users,
             backup_version: backup.backup_version,
@@ -189,9 +217,17 @@ impl Drop for TempStore {
     }
 }
 
+/// Who the bot is once it has opened the store.
+pub struct BotView {
+    pub user_id: String,
+    pub device_id: String,
+    pub curve25519: String,
+    pub ed25519: String,
+}
+
 /// What the reopened store holds.
 pub struct WrittenStore {
-    pub account: Option<Account>,
+    pub bot: BotView,
     pub room_keys: RoomKeyCounts,
     pub tracked_users: u64,
     pub backup_version: Option<String>,

@@ -97,14 +97,34 @@ fn settings() -> DecryptionSettings {
     }
 }
 
-/// Opens the converted store as matrix-bot-sdk 0.8 does and checks it is the same bot: same device,
-/// same identity keys, every room key (flags included), every recorded event decrypts, and the
-/// recorded Olm to-device messages decrypt through the carried Olm sessions and one-time keys.
+/// The device matrix-bot-sdk 0.8 starts as: `deviceId` in the crypto folder's bot-sdk.json.
+fn bot_sdk_device(store: &Path) -> OwnedDeviceId {
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(store.join("bot-sdk.json")).unwrap()).unwrap();
+    json["deviceId"]
+        .as_str()
+        .expect("bot-sdk.json names the device")
+        .into()
+}
+
+/// Opens the converted store as matrix-bot-sdk 0.8.0 does at start — `SqliteCryptoStore::open` with
+/// the passphrase `""` it hard-codes, `OlmMachine` for the store's user and the device in
+/// bot-sdk.json — and checks it is the same bot: same device, same identity keys, every room key
+/// (flags included), every recorded event decrypts, and the recorded Olm to-device messages decrypt
+/// through the carried Olm sessions and one-time keys.
 async fn check_as_the_bot(c: &Case, report: &ConvertReport) {
     let e = &c.expected;
-    let user: OwnedUserId = e["user_id"].as_str().unwrap().try_into().unwrap();
-    let device: OwnedDeviceId = e["device_id"].as_str().unwrap().into();
     let store = Arc::new(SqliteCryptoStore::open(&c.store, Some("")).await.unwrap());
+    let user = store
+        .load_account()
+        .await
+        .unwrap()
+        .expect("the store holds an account")
+        .user_id()
+        .to_owned();
+    assert_eq!(user.as_str(), e["user_id"].as_str().unwrap());
+    let device = bot_sdk_device(&c.store);
+    assert_eq!(device.as_str(), e["device_id"].as_str().unwrap());
 
     let keys = e["keys"].as_array().unwrap();
     let counts = store.inbound_group_session_counts(None).await.unwrap();
@@ -263,16 +283,32 @@ async fn check_as_the_bot(c: &Case, report: &ConvertReport) {
     }
 }
 
+/// Every committed fixture, each with its own Sled passphrase and no SQLite option: the store is
+/// written with "" (what the bot passes) whatever the Sled passphrase was, and opens as the bot.
+/// The damaged ones convert with --skip-errors; the pre-0.6 libolm store is refused.
 #[tokio::test]
 async fn converted_stores_open_as_the_same_bot_with_every_key() {
-    for name in [
-        "plain",
-        "empty-passphrase",
-        "passphrase",
-        "mixed-upgrade",
-        "msgpack-cipher",
-    ] {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("expected.json").is_file())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 9, "{names:?}");
+    let mut converted = 0;
+    for name in &names {
+        let name = name.as_str();
         let c = case(name);
+        let damaged = c.expected["damaged"].as_array().map_or(0, |d| d.len());
+        let mut options = c.options();
+        options.skip_errors = damaged > 0;
+        if name == "legacy-libolm" {
+            let err = run(&options).await.unwrap_err();
+            assert_eq!(err.code(), "LEGACY_STORE", "{err}");
+            assert!(!c.sqlite().exists());
+            continue;
+        }
         if ["plain", "empty-passphrase", "passphrase"].contains(&name) {
             assert!(
                 c.expected["olm"].is_object(),
@@ -286,7 +322,7 @@ async fn converted_stores_open_as_the_same_bot_with_every_key() {
             );
         }
         let before = hash_tree(&c.store);
-        let report = run(&c.options())
+        let report = run(&options)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
@@ -295,7 +331,7 @@ async fn converted_stores_open_as_the_same_bot_with_every_key() {
             "{name}: the Sled store is unchanged"
         );
         assert!(c.sqlite().is_file(), "{name}");
-        assert!(report.damaged.is_empty());
+        assert_eq!(report.damaged.len(), damaged, "{name}");
         assert_eq!(report.device_id, c.expected["device_id"].as_str().unwrap());
         let leftovers: Vec<_> = std::fs::read_dir(&c.store)
             .unwrap()
@@ -308,7 +344,73 @@ async fn converted_stores_open_as_the_same_bot_with_every_key() {
             "{name}: one file, nothing beside it: {leftovers:?}"
         );
         check_as_the_bot(&c, &report).await;
+        converted += 1;
     }
+    assert_eq!(converted, names.len() - 1);
+}
+
+/// A non-empty SQLite passphrase (for bots that pass their own) gives a store that the upstream
+/// bot's `""` cannot open: the failure matrix-bot-sdk 0.8 reports as "Failed to initialize the
+/// store cipher".
+#[tokio::test]
+async fn a_chosen_sqlite_passphrase_locks_out_the_upstream_bot() {
+    let c = case("passphrase");
+    let mut o = c.options();
+    o.sqlite_passphrase = Some("x".into());
+    run(&o).await.unwrap();
+    assert!(SqliteCryptoStore::open(&c.store, Some("")).await.is_err());
+    let store = SqliteCryptoStore::open(&c.store, Some("x")).await.unwrap();
+    assert!(store.load_account().await.unwrap().is_some());
+}
+
+/// bot-sdk 0.8 starts as the device in bot-sdk.json and, without one, as its token's device: either
+/// being another device than the account's is refused before anything is written.
+#[tokio::test]
+async fn another_device_in_bot_sdk_json_or_the_token_is_refused_with_nothing_written() {
+    let c = case("plain");
+    std::fs::write(
+        c.store.join("bot-sdk.json"),
+        r#"{"deviceId":"OTHERDEVICE","rooms":{}}"#,
+    )
+    .unwrap();
+    let err = run(&c.options()).await.unwrap_err();
+    assert_eq!(err.code(), "WRONG_DEVICE", "{err}");
+    assert!(
+        err.to_string().contains("OTHERDEVICE") && err.to_string().contains("BOTDEVICE"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&c.store).unwrap().count(),
+        2,
+        "nothing written"
+    );
+
+    let c = case("plain");
+    let user = c.expected["user_id"].as_str().unwrap().to_owned();
+    for (token_user, token_device) in [
+        (user.clone(), Some("OTHERDEVICE")),
+        ("@someone-else:example.org".to_owned(), Some("BOTDEVICE")),
+    ] {
+        let mut o = c.options();
+        o.token_owner = Some(sqlite_convert::TokenOwner {
+            user_id: token_user,
+            device_id: token_device.map(str::to_owned),
+        });
+        let err = run(&o).await.unwrap_err();
+        assert_eq!(err.code(), "WRONG_DEVICE", "{err}");
+        assert_eq!(
+            std::fs::read_dir(&c.store).unwrap().count(),
+            2,
+            "nothing written"
+        );
+    }
+    let mut o = c.options();
+    o.token_owner = Some(sqlite_convert::TokenOwner {
+        user_id: user,
+        device_id: Some("BOTDEVICE".into()),
+    });
+    let report = run(&o).await.unwrap();
+    check_as_the_bot(&c, &report).await;
 }
 
 #[tokio::test]
