@@ -152,6 +152,8 @@ test('the SQLite store is written with "" whatever the Sled passphrase: SQLITE_P
     t.false('error' in view, `${r.name}: ${JSON.stringify(view)}`);
     t.like(view, { user_id: f.expected.user_id, device_id: f.expected.device_id, curve25519: f.expected.identity_keys!.curve25519, ed25519: f.expected.identity_keys!.ed25519, room_keys: f.expected.keys.length }, r.name);
     t.deepEqual(openAsTheBot(f.store, f.expected.passphrase!), { error: 'Failed to initialize the store cipher' }, `${r.name}: not written with the Sled passphrase`);
+    // docs/troubleshooting.md: a custom bot passing null for a store written with "".
+    t.deepEqual(openAsTheBot(f.store, null), { error: 'missing field `user_id`' }, r.name);
     views.push(view);
   }
   t.deepEqual(views[1], views[0]);

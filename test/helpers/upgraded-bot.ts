@@ -13,8 +13,9 @@ const BIN = path.join(ROOT, 'target', 'release', 'examples', 'open_as_bot');
 
 export type BotView = { user_id: string; device_id: string; curve25519: string; ed25519: string; room_keys: number } | { error: string };
 
-export function openAsTheBot(cryptoStoreDir: string, passphrase = ''): BotView {
+/** `null` passes no passphrase at all, as a custom bot passing `null` to OlmMachine.initialize does. */
+export function openAsTheBot(cryptoStoreDir: string, passphrase: string | null = ''): BotView {
   if (!existsSync(BIN)) execFileSync('cargo', ['build', '--release', '--quiet', '-p', 'sqlite-convert', '--example', 'open_as_bot'], { cwd: ROOT, stdio: 'inherit' });
-  const r = spawnSync(BIN, [cryptoStoreDir, passphrase], { encoding: 'utf8' });
+  const r = spawnSync(BIN, [cryptoStoreDir, passphrase ?? '--no-passphrase'], { encoding: 'utf8' });
   return JSON.parse(r.stdout) as BotView;
 }

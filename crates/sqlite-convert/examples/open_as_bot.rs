@@ -5,6 +5,8 @@
 //! would die with and exits 1. Read-only on an existing account (the machine adopts it as is).
 //!
 //!     cargo run --release -p sqlite-convert --example open_as_bot -- DIR PASSPHRASE
+//!
+//! `--no-passphrase` instead of PASSPHRASE passes `None`, as a custom bot passing `null` does.
 
 use std::sync::Arc;
 
@@ -20,7 +22,8 @@ async fn main() {
         eprintln!("usage: open_as_bot DIR PASSPHRASE");
         std::process::exit(2);
     };
-    match open(&dir, &passphrase).await {
+    let passphrase = (passphrase != "--no-passphrase").then_some(passphrase);
+    match open(&dir, passphrase.as_deref()).await {
         Ok(line) => println!("{line}"),
         Err(e) => {
             println!("{}", serde_json::json!({ "error": e }));
@@ -29,7 +32,7 @@ async fn main() {
     }
 }
 
-async fn open(dir: &str, passphrase: &str) -> Result<serde_json::Value, String> {
+async fn open(dir: &str, passphrase: Option<&str>) -> Result<serde_json::Value, String> {
     let bot_sdk: serde_json::Value = serde_json::from_slice(
         &std::fs::read(std::path::Path::new(dir).join("bot-sdk.json")).map_err(|e| e.to_string())?,
     )
@@ -39,7 +42,7 @@ async fn open(dir: &str, passphrase: &str) -> Result<serde_json::Value, String> 
         .ok_or("bot-sdk.json names no deviceId")?
         .into();
     let store = Arc::new(
-        SqliteCryptoStore::open(dir, Some(passphrase))
+        SqliteCryptoStore::open(dir, passphrase)
             .await
             .map_err(|e| e.to_string())?,
     );
