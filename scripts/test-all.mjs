@@ -63,6 +63,8 @@ const none = () => ({ passed: 0, failed: 0 });
 if (!only || only === 'js') {
   await run('fixture writer', 'cargo', ['build', '--release', '--quiet', '--manifest-path', 'crates/fixture-writer/Cargo.toml'], none);
   await run('synapse', 'bash', ['scripts/install-synapse.sh'], none);
+  // Debian's PostgreSQL and the venv's psycopg2, for the spec that runs Synapse on PostgreSQL.
+  await run('postgres', 'bash', ['scripts/install-postgres.sh'], none);
   // ava runs the specs through tsx, which strips types without checking them: without this the
   // specs, helpers and scripts could drift from the library's types unnoticed.
   await run('typecheck', 'npx', ['tsc', '-p', 'tsconfig.test.json'], none);

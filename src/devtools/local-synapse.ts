@@ -10,6 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { LocalPostgres } from './local-postgres.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -26,6 +27,8 @@ export interface SynapseOptions {
   log?: (line: string) => void;
   /** The server name, `localhost` by default: `example.org` serves the users of the committed fixtures. */
   serverName?: string;
+  /** `postgres`: a throwaway PostgreSQL cluster (src/devtools/local-postgres.ts), as production homeservers run; default SQLite. */
+  database?: 'sqlite' | 'postgres';
 }
 
 export class LocalSynapse {
@@ -35,6 +38,8 @@ export class LocalSynapse {
     private readonly dir: string,
     private readonly child: ChildProcess,
     private readonly sharedSecret: string,
+    /** The PostgreSQL cluster under this Synapse, when it runs on one. */
+    readonly postgres?: LocalPostgres,
   ) {}
 
   static venvPython(): string {
@@ -48,10 +53,23 @@ export class LocalSynapse {
 
   static async start(opts: SynapseOptions = {}): Promise<LocalSynapse> {
     LocalSynapse.install();
+    const postgres = opts.database === 'postgres' ? LocalPostgres.start() : undefined;
+    try {
+      return await LocalSynapse.startOn(opts, postgres);
+    } catch (e) {
+      postgres?.stop();
+      throw e;
+    }
+  }
+
+  private static async startOn(opts: SynapseOptions, postgres: LocalPostgres | undefined): Promise<LocalSynapse> {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'synapse-'));
     const port = await freePort();
     const serverName = opts.serverName ?? 'localhost';
     const sharedSecret = randomBytes(24).toString('hex');
+    const databaseSection = postgres
+      ? `database:\n  name: psycopg2\n  args:\n    user: ${postgres.database.user}\n    database: ${postgres.database.database}\n    host: "${postgres.database.host}"\n    cp_min: 1\n    cp_max: 10`
+      : `database:\n  name: sqlite3\n  args:\n    database: "${dir}/homeserver.db"`;
     const config = `
 server_name: "${serverName}"
 pid_file: "${dir}/homeserver.pid"
@@ -65,10 +83,7 @@ listeners:
     resources:
       - names: [client]
         compress: false
-database:
-  name: sqlite3
-  args:
-    database: "${dir}/homeserver.db"
+${databaseSection}
 media_store_path: "${dir}/media"
 signing_key_path: "${dir}/signing.key"
 log_config: "${dir}/log.yaml"
@@ -120,7 +135,7 @@ ${opts.extraConfig ?? ''}
       await new Promise((r) => setTimeout(r, 200));
     }
     opts.log?.(`Synapse up at ${baseUrl} (data in ${dir})`);
-    return new LocalSynapse(baseUrl, serverName, dir, child, sharedSecret);
+    return new LocalSynapse(baseUrl, serverName, dir, child, sharedSecret, postgres);
   }
 
   /** Shared-secret registration (Synapse admin API). */
@@ -160,6 +175,7 @@ ${opts.extraConfig ?? ''}
       await exited;
       clearTimeout(timer);
     }
+    this.postgres?.stop();
     await fs.rm(this.dir, { recursive: true, force: true });
   }
 }
