@@ -45,10 +45,10 @@ export class ConvertCommand extends HomeserverCommand {
 
   protected async perform(): Promise<number> {
     const loc = this.locations();
-    if (this.checkToken && !this.optionalClient()) {
+    const client = this.optionalClient();
+    if (this.checkToken && !client) {
       throw new ToolError('USAGE', '--check-token needs HOMESERVER_URL and ACCESS_TOKEN', 'set both to the homeserver and the access token the upgraded bot will use');
     }
-    const client = this.optionalClient();
     const tokenOwner = client ? await whoami(client).then((w) => ({ userId: w.user_id, deviceId: w.device_id })) : undefined;
     const sqlitePassphrase = setting(this.sqlitePassphrase, 'SQLITE_PASSPHRASE') ?? '';
     const failedOutputPath = path.resolve(this.failedOutput ?? path.join(loc.migrationDir, MIGRATION_FILES.failedSessions));
