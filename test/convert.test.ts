@@ -111,9 +111,11 @@ test('convert killed at any moment leaves no store or a whole one; the rerun com
   const env = { CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig };
   const before = treeHashes(path.join(f.store, 'matrix-sdk-crypto'));
   let killed = 0;
-  // The first kill lands on the first progress line (the run is then surely under way, however fast
-  // the machine), the others at growing delays, up to the final rename.
-  const kills = [{ killWhen: (s: string) => /converting room keys/.test(s) }, ...[200, 450, 700, 950, 1200].map((ms) => ({ killAfterMs: ms }))];
+  // The first kill lands as soon as the temporary store exists (the run is then surely writing,
+  // however fast the machine: a whole run takes under a second), the others at growing delays, up
+  // to the final rename.
+  const writing = () => readdirSync(f.store).some((n) => n.startsWith('.sqlite-convert-'));
+  const kills = [{ killWhenSeen: writing }, ...[200, 450, 700, 950, 1200].map((ms) => ({ killAfterMs: ms }))];
   for (const kill of kills) {
     const r = await runCli(['convert'], env, kill);
     if (r.signal !== 'SIGKILL') break;
