@@ -10,6 +10,7 @@ import { printReport, sampleOption } from './verify.js';
 
 export class AllCommand extends HomeserverCommand {
   static override paths = [['all']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'enable → upload → verify; a rerun continues where the last run stopped',
   });

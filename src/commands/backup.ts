@@ -9,6 +9,7 @@ import { BaseCommand } from './base.js';
 
 export class BackupCommand extends BaseCommand {
   static override paths = [['backup']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Copy the whole crypto store into MIGRATION_DIR/migration-backup-YYYYMMDD-HHMMSS/ with SHA-256 checksums',
     details:

@@ -8,6 +8,7 @@ import { HomeserverCommand } from './homeserver.js';
 
 export class DeleteDeviceCommand extends HomeserverCommand {
   static override paths = [['delete-device']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Delete the bot\'s old device on the homeserver (after its keys are safe)',
     details: 'The device comes from OLD_DEVICE_ID or the store\'s bot-sdk.json. Asks for the account password (hidden) and for the device ID to be typed as confirmation; non-interactive runs need MIGRATION_PASSWORD and MIGRATION_CONFIRM set to the device ID.',

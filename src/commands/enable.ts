@@ -5,6 +5,7 @@ import { HomeserverCommand } from './homeserver.js';
 
 export class EnableCommand extends HomeserverCommand {
   static override paths = [['enable']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Create a server-side key backup version with a fresh key (or reuse ours)',
     details: 'Writes recovery-key.txt, backup-private-key.bin and backup-public-key.txt to MIGRATION_DIR (0600) before the version is created. An existing backup with another key is replaced only after a yes on a terminal or with FORCE_NEW_BACKUP=1.',

@@ -9,6 +9,7 @@ import { exportPassphrase, exportPassphraseFileOption } from './export-passphras
 
 export class ExtractCommand extends BaseCommand {
   static override paths = [['extract']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Write every room key of the Sled store to extracted-keys.json (plaintext keys: keep it safe)',
     details: 'Strict by default: the first damaged entry stops the run and no output is left behind. With --skip-errors every readable key is written and the damaged entries are listed in failed-sessions.json. The upload command does not need this file: it streams from the store.',

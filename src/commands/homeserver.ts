@@ -14,13 +14,28 @@ export abstract class HomeserverCommand extends BaseCommand {
   caFile = Option.String('--ca-file', { description: 'PEM certificate of a private CA that signed the homeserver\'s certificate (CA_FILE)' });
   accessToken = Option.String('--access-token', { description: 'The bot\'s access token (ACCESS_TOKEN; prefer the variable: a flag shows in the process list)' });
 
+  /** Whether the command cannot run without the homeserver (`convert` only checks a token it is given). */
+  static homeserverRequired = true;
+
+  private _client?: MatrixClient;
+
   /** A client when HOMESERVER_URL or ACCESS_TOKEN is given (both then needed), else none. */
   protected optionalClient(): MatrixClient | undefined {
     if (!setting(this.homeserverUrl, 'HOMESERVER_URL') && !setting(this.accessToken, 'ACCESS_TOKEN')) return undefined;
     return this.client();
   }
 
+  protected override checkOptions(): void {
+    if ((this.constructor as typeof HomeserverCommand).homeserverRequired) this.client();
+    else this.optionalClient();
+  }
+
   protected client(): MatrixClient {
+    this._client ??= this.newClient();
+    return this._client;
+  }
+
+  private newClient(): MatrixClient {
     const homeserverUrl = setting(this.homeserverUrl, 'HOMESERVER_URL');
     const accessToken = setting(this.accessToken, 'ACCESS_TOKEN');
     if (!homeserverUrl) {

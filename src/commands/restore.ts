@@ -4,6 +4,7 @@ import { BaseCommand } from './base.js';
 
 export class RestoreCommand extends BaseCommand {
   static override paths = [['restore']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Roll back: put a verified backup of the Sled store back in place (the current store is renamed, never deleted)',
     details:

@@ -30,6 +30,7 @@ export function printUpload(out: Output, r: UploadStepResult): void {
 
 export class UploadCommand extends HomeserverCommand {
   static override paths = [['upload']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Encrypt every room key for the backup and upload it, streaming from the store (resumable)',
     details:

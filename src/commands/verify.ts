@@ -27,6 +27,7 @@ export function printReport(out: Output, r: VerifyReport): void {
 
 export class VerifyCommand extends HomeserverCommand {
   static override paths = [['verify']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Prove the backup: decrypt every entry with our key and compare it with the store',
     details: 'Exits 0 only when every key of the store is in the backup and decrypts to the same key.',
