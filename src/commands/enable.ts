@@ -1,7 +1,7 @@
 import { Command, Option } from 'clipanion';
 import { envFlag } from '../environment.js';
 import { enableBackup } from '../steps/enable.js';
-import { HomeserverCommand } from './homeserver.js';
+import { HomeserverCommand, keyFile } from './homeserver.js';
 
 export class EnableCommand extends HomeserverCommand {
   static override paths = [['enable']];
@@ -16,6 +16,7 @@ export class EnableCommand extends HomeserverCommand {
   protected async perform(): Promise<number> {
     const result = await enableBackup(await this.stepContext(), { forceNewBackup: this.forceNewBackup || envFlag('FORCE_NEW_BACKUP') });
     this.out.result(`backup version ${result.version} ${result.created ? 'created' : 'reused'}`);
+    this.record({ backup_version: result.version, created: result.created, recovery_key_file: keyFile(this.locations().migrationDir) });
     return 0;
   }
 }

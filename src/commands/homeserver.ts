@@ -1,5 +1,7 @@
 /** Options of the commands that talk to the homeserver, and the step context built from them. */
+import path from 'node:path';
 import { Option } from 'clipanion';
+import { MIGRATION_FILES } from '../config.js';
 import { setting } from '../environment.js';
 import { ToolError } from '../errors.js';
 import { MatrixClient } from '../matrix/client.js';
@@ -7,6 +9,9 @@ import { ensurePrivateDir } from '../migration/atomic-file.js';
 import { StateFile } from '../migration/state.js';
 import type { StepContext } from '../steps/context.js';
 import { BaseCommand } from './base.js';
+
+/** Where the recovery key is (the path, for a `--json` result: never the key). */
+export const keyFile = (migrationDir: string) => path.join(migrationDir, MIGRATION_FILES.recoveryKey);
 
 export abstract class HomeserverCommand extends BaseCommand {
   homeserverUrl = Option.String('--homeserver-url', { description: 'The homeserver\'s client API base URL (HOMESERVER_URL)' });
