@@ -1,0 +1,234 @@
+/**
+ * When the world is messier than one run against Synapse (issue 23): two runs on one folder at
+ * once, a run killed while it held the folder, Dendrite's answers to an upload into a deleted
+ * backup, a device ID that does not exist, and `--json` results a Job's log can be read by.
+ * Serial: the refusals and "within seconds" are about time, and the machine is shared.
+ */
+import anyTest, { type ExecutionContext, type TestFn } from 'ava';
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { runCli, type CliResult } from './helpers/cli.js';
+import { startFaultProxy } from './helpers/fault-proxy.js';
+import { committedFixture, copyFixture, generatedFixture, keyIdentity, type Fixture } from './helpers/fixtures.js';
+import { api, freshUser, useSynapse, type WithSynapse } from './helpers/homeserver.js';
+import { envFor, recoveryKeys, serverKeys, tempDir } from './helpers/migration.js';
+
+const test = anyTest as TestFn<WithSynapse>;
+useSynapse(test);
+
+const LOCK = '.sled-migration-tool.lock';
+
+/** The one JSON object a `--json` run prints on stdout. */
+function jsonResult(r: CliResult): Record<string, any> {
+  const lines = r.stdout.split('\n').filter(Boolean);
+  if (lines.length !== 1) throw new Error(`expected one line on stdout, got ${lines.length}: ${r.stdout}\n${r.stderr}`);
+  return JSON.parse(lines[0]!) as Record<string, any>;
+}
+
+/** Resolves once `file` exists (the first run holds its lock), or fails after `ms`. */
+async function appears(file: string, ms = 60_000): Promise<void> {
+  for (const end = Date.now() + ms; Date.now() < end; ) {
+    if (existsSync(file)) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`${file} did not appear`);
+}
+
+/** Runs `args` twice on the same folders, the second once the first holds its lock; both results with their durations. */
+async function twoRuns(args: string[], env: Record<string, string>, lockFile: string) {
+  const timed = async () => {
+    const start = Date.now();
+    const r = await runCli([...args, '--json'], env);
+    return { ...r, ms: Date.now() - start, json: jsonResult(r) };
+  };
+  const first = timed();
+  await appears(lockFile);
+  const second = await timed();
+  return { first: await first, second };
+}
+
+function assertRefused(t: ExecutionContext<unknown>, refused: CliResult & { ms: number; json: Record<string, any> }, command: string) {
+  t.is(refused.code, 19, refused.stderr);
+  t.regex(refused.stderr, new RegExp(`^error: another run is using .*: \`${command}\` \\(pid \\d+ on .+, since \\d{4}-.*\\)\\. Fix: wait for it to finish`, 'm'));
+  t.is(refused.stderr.trim().split('\n').length, 1, 'one line');
+  t.is(refused.json.error.code, 'RUN_LOCKED');
+  t.is(refused.json.exit_code, 19);
+  t.true(refused.ms < 5000, `refused at once (${refused.ms} ms), not after waiting`);
+}
+
+test.serial('two uploads into one MIGRATION_DIR: the second is refused at once (exit 19) naming the first, which completes; nothing lost', async (t) => {
+  const { synapse } = t.context;
+  const f = generatedFixture('many', 3000, 5);
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
+  t.is((await runCli(['enable'], env)).code, 0);
+  const { first, second } = await twoRuns(['upload', '--body-limit', '32768'], env, path.join(mig, LOCK));
+  assertRefused(t, second, 'upload');
+  t.is(first.code, 0, first.stderr);
+  t.is(first.json.upload.sent, f.expected.keys.length);
+  t.false(existsSync(path.join(mig, LOCK)), 'the lock file is gone after a clean run');
+  const verify = await runCli(['verify'], env);
+  t.is(verify.code, 0, verify.stderr);
+  t.regex(verify.stdout, /Status: COMPLETE/);
+});
+
+test.serial('two `all --force-new-backup` started together (the issue\'s race): one refused (exit 19), the other COMPLETE with the key in recovery-key.txt', async (t) => {
+  const { synapse } = t.context;
+  const f = generatedFixture('many', 3000, 5);
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
+  const runs = await Promise.all([0, 1].map(async () => {
+    const start = Date.now();
+    const r = await runCli(['all', '--force-new-backup', '--body-limit', '32768', '--json'], env);
+    return { ...r, ms: Date.now() - start, json: jsonResult(r) };
+  }));
+  const done = runs.find((r) => r.code === 0);
+  const refused = runs.find((r) => r.code !== 0);
+  t.truthy(done, runs.map((r) => r.stderr).join('\n'));
+  assertRefused(t, refused!, 'all');
+  t.is(done!.json.verify.status, 'COMPLETE');
+  t.is(done!.json.verify.keys_in_backup, f.expected.keys.length);
+  const current = await api<{ version: string }>(synapse, user.accessToken, 'GET', '/_matrix/client/v3/room_keys/version');
+  t.is(current.json.version, done!.json.backup_version, 'one backup version, the one recorded');
+  t.deepEqual(await serverKeys(synapse, user.accessToken, await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8')), f.expected.keys.map(keyIdentity).sort());
+});
+
+test.serial('two converts of one crypto folder (separate MIGRATION_DIRs): the second refused (exit 19), the store converted once', async (t) => {
+  const f = copyFixture(generatedFixture('many', 3000, 5));
+  t.teardown(() => fs.rm(f.dir, { recursive: true, force: true }));
+  const [migA, migB] = [await tempDir(t), await tempDir(t)];
+  const env = (mig: string) => ({ CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig, STORE_PASSPHRASE: f.expected.passphrase ?? '' });
+  const lockFile = path.join(f.store, LOCK);
+  const timed = async (mig: string) => {
+    const start = Date.now();
+    const r = await runCli(['convert', '--json'], env(mig));
+    return { ...r, ms: Date.now() - start, json: jsonResult(r) };
+  };
+  const first = timed(migA);
+  await appears(lockFile);
+  const second = await timed(migB);
+  assertRefused(t, second, 'convert');
+  t.regex(second.stderr, new RegExp(`another run is using ${f.store.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:`), 'names the crypto folder');
+  const done = await first;
+  t.is(done.code, 0, done.stderr);
+  t.is(done.json.converted.inbound_group_sessions, f.expected.keys.length);
+  t.is(done.json.sqlite_store, path.join(f.store, 'matrix-sdk-crypto.sqlite3'));
+  t.false(existsSync(lockFile));
+  t.deepEqual((await fs.readdir(f.store)).sort(), ['bot-sdk.json', 'matrix-sdk-crypto', 'matrix-sdk-crypto.sqlite3']);
+});
+
+test.serial('a SIGKILLed run\'s lock is taken over (said on stderr), as is one naming a live pid (a restarted pod is pid 1 again)', async (t) => {
+  const { synapse } = t.context;
+  const f = generatedFixture('many', 3000, 5);
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
+  const killed = await runCli(['all', '--body-limit', '32768'], env, { killWhen: (stderr) => /step 2\/3: upload/.test(stderr) });
+  t.is(killed.signal, 'SIGKILL');
+  const left = JSON.parse(readFileSync(path.join(mig, LOCK), 'utf8')) as { pid: number; command: string };
+  t.is(left.command, 'all', 'the dead run\'s lock file is still there');
+  const rerun = await runCli(['all'], env);
+  t.is(rerun.code, 0, rerun.stderr);
+  t.regex(rerun.stderr, new RegExp(`warning: took over the lock on .* left by \`all\` \\(pid ${left.pid} on .*\\), which is no longer running`));
+  t.regex(rerun.stdout, /Status: COMPLETE/);
+  t.false(existsSync(path.join(mig, LOCK)));
+
+  // A pid-file lock would take this for a live run: the pid is alive (it is this test's own).
+  await fs.writeFile(path.join(mig, LOCK), JSON.stringify({ pid: process.pid, host: 'old-pod', command: 'all', since: '2026-01-01T00:00:00.000Z' }));
+  const again = await runCli(['verify'], env);
+  t.is(again.code, 0, again.stderr);
+  t.regex(again.stderr, new RegExp(`took over the lock on .* left by \`all\` \\(pid ${process.pid} on old-pod`));
+});
+
+test.serial('Dendrite\'s 500 to an upload into a deleted backup version: exit 10 with the wrong-version message within seconds, not after the 64-80 s retry budget', async (t) => {
+  const { synapse } = t.context;
+  const f = generatedFixture('many', 3000, 5);
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  // Every upload delayed 0.3-1.5 s, so the run is still uploading when the version is deleted;
+  // uploads into a version Synapse no longer knows are answered as Dendrite answers them.
+  const proxy = await startFaultProxy(synapse.baseUrl, { rate: 1, faults: ['delay'], path: '/room_keys/keys', dendrite: true });
+  t.teardown(() => proxy.stop());
+  const env = envFor(f, proxy.url, user.accessToken, mig);
+  t.is((await runCli(['enable'], env)).code, 0);
+  const version = (JSON.parse(await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8')) as { backup: { version: string } }).backup.version;
+  let deletedAt = 0;
+  const run = runCli(['upload', '--body-limit', '32768', '--json'], env);
+  // Deleted as soon as the first upload request reaches the proxy (which holds it 0.3-1.5 s).
+  const poll = setInterval(() => {
+    if (!deletedAt && (proxy.stats().delay ?? 0) >= 1) {
+      deletedAt = Date.now();
+      void api(synapse, user.accessToken, 'DELETE', `/_matrix/client/v3/room_keys/version/${version}`);
+    }
+  }, 10);
+  const r = await run;
+  clearInterval(poll);
+  const elapsed = Date.now() - deletedAt;
+  t.true(deletedAt > 0, 'the version was deleted mid-upload');
+  t.true((proxy.stats()['dendrite-500'] ?? 0) >= 1, `Dendrite's answer was given: ${JSON.stringify(proxy.stats())}`);
+  t.is(r.code, 10, r.stderr);
+  t.regex(r.stderr, new RegExp(`error: backup version ${version} is no longer the current one \\(the server has no backup any more\\).*Fix: .*run \`enable\` again`));
+  t.notRegex(r.stderr, /retrying in [2-9]|check the homeserver's health/, 'no backoff beyond the first retry');
+  t.true(elapsed < 8000, `stopped ${elapsed} ms after the deletion`);
+  t.is(jsonResult(r).error.code, 'WRONG_BACKUP_VERSION');
+  const state = JSON.parse(await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8')) as { upload?: { completed: boolean } };
+  t.not(state.upload?.completed, true, 'not recorded as complete');
+});
+
+test.serial('delete-device of a device the user does not have: refused (exit 13) in one line naming the user\'s devices, before any password, nothing deleted', async (t) => {
+  const { synapse } = t.context;
+  const f = committedFixture('plain');
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  const devices = async () => (await api<{ devices: { device_id: string }[] }>(synapse, user.accessToken, 'GET', '/_matrix/client/v3/devices')).json.devices.map((d) => d.device_id).sort();
+  const before = await devices();
+  const me = await api<{ device_id: string }>(synapse, user.accessToken, 'GET', '/_matrix/client/v3/account/whoami');
+  const r = await runCli(['delete-device', '--json'], { ...envFor(f, synapse.baseUrl, user.accessToken, mig), OLD_DEVICE_ID: 'NOSUCHDEV' });
+  t.is(r.code, 13, r.stderr);
+  t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+  t.regex(r.stderr, new RegExp(`^error: ${user.userId} has no device NOSUCHDEV \\(its devices: .*${me.json.device_id} \\(this access token\\).*\\); nothing was deleted\\. Fix: set OLD_DEVICE_ID`));
+  t.is(jsonResult(r).error.code, 'DEVICE');
+  t.deepEqual(await devices(), before);
+});
+
+test.serial('--json on every command: stdout is exactly one JSON object with the result fields and no secret; the human lines go to stderr', async (t) => {
+  const { synapse } = t.context;
+  const f = copyFixture(committedFixture('plain'));
+  t.teardown(() => fs.rm(f.dir, { recursive: true, force: true }));
+  const user = await freshUser(synapse);
+  const old = await api<{ device_id: string }>(synapse, '', 'POST', '/_matrix/client/v3/login', {
+    type: 'm.login.password', identifier: { type: 'm.id.user', user: user.userId }, password: user.password, device_id: f.expected.device_id,
+  });
+  t.is(old.json.device_id, f.expected.device_id);
+  const mig = await tempDir(t);
+  const env = { ...envFor(f, synapse.baseUrl, user.accessToken, mig), MIGRATION_PASSWORD: user.password, MIGRATION_CONFIRM: f.expected.device_id };
+  const keys = f.expected.keys.length;
+  const expectations: [string[], (j: Record<string, any>) => void, RegExp][] = [
+    [['backup'], (j) => (t.regex(j.backup_dir, /migration-backup-\d{8}-\d{6}$/), t.true(j.files > 0 && j.bytes > 0)), /backup complete/],
+    [['backup', '--verify'], (j) => t.true(j.verified), /backup verified/],
+    [['restore', '--dry-run'], (j) => (t.true(j.dry_run), t.is(j.target, f.store)), /nothing was changed/],
+    [['extract'], (j) => (t.is(j.succeeded, keys), t.is(j.failed, 0), t.is(j.output, path.join(mig, 'extracted-keys.json'))), /succeeded/],
+    [['enable'], (j) => (t.true(j.created), t.truthy(j.backup_version), t.is(j.recovery_key_file, path.join(mig, 'recovery-key.txt'))), /backup version \S+ created/],
+    [['upload'], (j) => (t.is(j.upload.sent, keys), t.is(j.upload.rooms, new Set(f.expected.keys.map((k) => k.room_id)).size)), /uploaded \d+ keys/],
+    [['verify'], (j) => (t.is(j.verify.status, 'COMPLETE'), t.is(j.verify.keys_in_backup, keys), t.is(j.verify.checked, keys)), /Status: COMPLETE/],
+    [['all'], (j) => (t.false(j.created), t.true(j.upload.already_complete), t.is(j.verify.status, 'COMPLETE')), /Status: COMPLETE/],
+    [['convert'], (j) => (t.is(j.device_id, f.expected.device_id), t.is(j.converted.inbound_group_sessions, keys), t.is(j.identity_keys.ed25519, f.expected.identity_keys!.ed25519)), /wrote .*sqlite3/],
+    [['delete-device'], (j) => (t.true(j.deleted), t.is(j.device_id, f.expected.device_id)), /deleted device/],
+  ];
+  const printed: string[] = [];
+  for (const [args, check, human] of expectations) {
+    const r = await runCli([...args, '--json'], env);
+    t.is(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    const j = jsonResult(r);
+    t.like(j, { command: args[0], status: 'ok', exit_code: 0 }, args.join(' '));
+    t.regex(j.meaning, /^OK: /);
+    check(j);
+    t.regex(r.stderr, human, `${args.join(' ')}: the human result line on stderr`);
+    printed.push(r.stdout);
+  }
+  const recovery = recoveryKeys(await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8'));
+  const secrets = [recovery.base58, recovery.base64, user.accessToken, user.password, ...f.expected.keys.map((k) => k.session_key.replace(/=+$/, ''))];
+  for (const secret of secrets) t.false(printed.some((p) => p.includes(secret)), `a secret (${secret.slice(0, 6)}…) in a JSON result`);
+});
