@@ -93,12 +93,16 @@ impl RunLock {
         &self.path
     }
 
-    /// Removes the lock file, then lets the lock go. Errors are ignored: the kernel releases the
-    /// lock with the descriptor whatever happens, and a file left behind only makes the next run
-    /// say it took a lock over.
+    /// Removes the lock file, then lets the lock go. The file is removed only while the path
+    /// still names it: a folder renamed meanwhile (restore moves the store aside) took the file
+    /// along, and whatever the path names now is not ours to delete. Errors are ignored: the
+    /// kernel releases the lock with the descriptor whatever happens, and a file left behind only
+    /// makes the next run say it took a lock over.
     pub fn release(&mut self) {
         if let Some(file) = self.file.take() {
-            let _ = std::fs::remove_file(&self.path);
+            if still_named(&file, &self.path).unwrap_or(false) {
+                let _ = std::fs::remove_file(&self.path);
+            }
             drop(file);
         }
     }
@@ -199,6 +203,20 @@ mod tests {
         let mut taken = RunLock::acquire(&path, "new").unwrap();
         assert!(still_named(taken.lock.file.as_ref().unwrap(), &path).unwrap());
         taken.lock.release();
+    }
+
+    #[test]
+    fn a_release_after_the_folder_was_renamed_deletes_nothing_that_is_not_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("store");
+        std::fs::create_dir(&folder).unwrap();
+        let path = folder.join(".lock");
+        let mut ours = RunLock::acquire(&path, "ours").unwrap();
+        std::fs::rename(&folder, dir.path().join("store.aside")).unwrap();
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(&path, "someone else's").unwrap();
+        ours.lock.release();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "someone else's");
     }
 
     #[test]
