@@ -10,7 +10,7 @@ import path from 'node:path';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 import { committedFixture, copyFixture, generatedFixture, keyIdentity, type Fixture } from './helpers/fixtures.js';
-import { api, freshUser, useSynapse, type WithSynapse } from './helpers/homeserver.js';
+import { api, freshUser, loginAsDevice, useSynapse, type WithSynapse } from './helpers/homeserver.js';
 import { envFor, recoveryKeys, serverKeys, tempDir } from './helpers/migration.js';
 
 const test = anyTest as TestFn<WithSynapse>;
@@ -37,20 +37,39 @@ async function appears(file: string, ms = 60_000): Promise<void> {
   throw new Error(`${file} did not appear`);
 }
 
-/** Runs `args` twice on the same folders, the second once the first holds its lock; both results with their durations. */
-async function twoRuns(args: string[], env: Record<string, string>, lockFile: string) {
-  const timed = async () => {
-    const start = Date.now();
-    const r = await runCli([...args, '--json'], env);
-    return { ...r, ms: Date.now() - start, json: jsonResult(r) };
-  };
-  const first = timed();
+/** A fresh user and MIGRATION_DIR for `f`, the CLI talking to `baseUrl` (Synapse itself unless a proxy is given). */
+async function world(t: ExecutionContext<WithSynapse>, f: Fixture, baseUrl?: string) {
+  const { synapse } = t.context;
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  return { synapse, user, mig, env: envFor(f, baseUrl ?? synapse.baseUrl, user.accessToken, mig) };
+}
+
+type TimedRun = CliResult & { ms: number; json: Record<string, any> };
+
+/** A `--json` run, with how long it took. */
+async function timedRun(args: string[], env: Record<string, string | undefined>): Promise<TimedRun> {
+  const start = Date.now();
+  const r = await runCli([...args, '--json'], env);
+  return { ...r, ms: Date.now() - start, json: jsonResult(r) };
+}
+
+/** Runs `args` twice, the second once the first holds its lock (`lockFile` exists). */
+async function twoRuns(args: string[], env: Record<string, string>, lockFile: string): Promise<{ first: TimedRun; second: TimedRun }> {
+  const first = timedRun(args, env);
   await appears(lockFile);
-  const second = await timed();
+  const second = await timedRun(args, env);
   return { first: await first, second };
 }
 
-function assertRefused(t: ExecutionContext<unknown>, refused: CliResult & { ms: number; json: Record<string, any> }, command: string) {
+/** Two runs started at the same moment (a retried Job's pod beside the first one): the one that ran, and the other. */
+async function together(args: string[], env: Record<string, string>, otherEnv = env): Promise<{ done: TimedRun; refused: TimedRun }> {
+  const runs = await Promise.all([timedRun(args, env), timedRun(args, otherEnv)]);
+  const done = runs.find((r) => r.code !== 19) ?? runs[0]!;
+  return { done, refused: runs.find((r) => r !== done)! };
+}
+
+function assertRefused(t: ExecutionContext<unknown>, refused: TimedRun, command: string) {
   t.is(refused.code, 19, refused.stderr);
   t.regex(refused.stderr, new RegExp(`^error: another run is using .*: \`${command}\` \\(pid \\d+ on .+, since \\d{4}-.*\\)\\. Fix: wait for it to finish`, 'm'));
   t.is(refused.stderr.trim().split('\n').length, 1, 'one line');
@@ -60,11 +79,8 @@ function assertRefused(t: ExecutionContext<unknown>, refused: CliResult & { ms: 
 }
 
 test.serial('two uploads into one MIGRATION_DIR: the second is refused at once (exit 19) naming the first, which completes; nothing lost', async (t) => {
-  const { synapse } = t.context;
   const f = generatedFixture('many', 3000, 5);
-  const user = await freshUser(synapse);
-  const mig = await tempDir(t);
-  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
+  const { synapse, user, mig, env } = await world(t, f);
   t.is((await runCli(['enable'], env)).code, 0);
   const { first, second } = await twoRuns(['upload', '--body-limit', '32768'], env, path.join(mig, LOCK));
   assertRefused(t, second, 'upload');
@@ -77,57 +93,36 @@ test.serial('two uploads into one MIGRATION_DIR: the second is refused at once (
 });
 
 test.serial('two `all --force-new-backup` started together (the issue\'s race): one refused (exit 19), the other COMPLETE with the key in recovery-key.txt', async (t) => {
-  const { synapse } = t.context;
   const f = generatedFixture('many', 3000, 5);
-  const user = await freshUser(synapse);
-  const mig = await tempDir(t);
-  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
-  const runs = await Promise.all([0, 1].map(async () => {
-    const start = Date.now();
-    const r = await runCli(['all', '--force-new-backup', '--body-limit', '32768', '--json'], env);
-    return { ...r, ms: Date.now() - start, json: jsonResult(r) };
-  }));
-  const done = runs.find((r) => r.code === 0);
-  const refused = runs.find((r) => r.code !== 0);
-  t.truthy(done, runs.map((r) => r.stderr).join('\n'));
-  assertRefused(t, refused!, 'all');
-  t.is(done!.json.verify.status, 'COMPLETE');
-  t.is(done!.json.verify.keys_in_backup, f.expected.keys.length);
+  const { synapse, user, mig, env } = await world(t, f);
+  const { done, refused } = await together(['all', '--force-new-backup', '--body-limit', '32768'], env);
+  assertRefused(t, refused, 'all');
+  t.is(done.code, 0, done.stderr);
+  t.is(done.json.verify.status, 'COMPLETE');
+  t.is(done.json.verify.keys_in_backup, f.expected.keys.length);
   const current = await api<{ version: string }>(synapse, user.accessToken, 'GET', '/_matrix/client/v3/room_keys/version');
-  t.is(current.json.version, done!.json.backup_version, 'one backup version, the one recorded');
+  t.is(current.json.version, done.json.backup_version, 'one backup version, the one recorded');
   t.deepEqual(await serverKeys(synapse, user.accessToken, await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8')), f.expected.keys.map(keyIdentity).sort());
 });
 
-test.serial('two converts of one crypto folder (separate MIGRATION_DIRs): the second refused (exit 19), the store converted once', async (t) => {
+test.serial('two converts of one crypto folder started together (separate MIGRATION_DIRs): one refused (exit 19), the store converted once', async (t) => {
   const f = copyFixture(generatedFixture('many', 3000, 5));
   t.teardown(() => fs.rm(f.dir, { recursive: true, force: true }));
   const [migA, migB] = [await tempDir(t), await tempDir(t)];
   const env = (mig: string) => ({ CRYPTO_STORE_PATH: f.store, MIGRATION_DIR: mig, STORE_PASSPHRASE: f.expected.passphrase ?? '' });
-  const lockFile = path.join(f.store, LOCK);
-  const timed = async (mig: string) => {
-    const start = Date.now();
-    const r = await runCli(['convert', '--json'], env(mig));
-    return { ...r, ms: Date.now() - start, json: jsonResult(r) };
-  };
-  const first = timed(migA);
-  await appears(lockFile);
-  const second = await timed(migB);
-  assertRefused(t, second, 'convert');
-  t.regex(second.stderr, new RegExp(`another run is using ${f.store.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:`), 'names the crypto folder');
-  const done = await first;
+  const { done, refused } = await together(['convert'], env(migA), env(migB));
+  assertRefused(t, refused, 'convert');
+  t.regex(refused.stderr, new RegExp(`another run is using ${f.store.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:`), 'names the crypto folder');
   t.is(done.code, 0, done.stderr);
   t.is(roomKeysConverted(done.json), f.expected.keys.length);
   t.is(done.json.written, path.join(f.store, 'matrix-sdk-crypto.sqlite3'));
-  t.false(existsSync(lockFile));
+  t.false(existsSync(path.join(f.store, LOCK)));
   t.deepEqual((await fs.readdir(f.store)).sort(), ['bot-sdk.json', 'matrix-sdk-crypto', 'matrix-sdk-crypto.sqlite3']);
 });
 
 test.serial('a SIGKILLed run\'s lock is taken over (said on stderr), as is one naming a live pid (a restarted pod is pid 1 again)', async (t) => {
-  const { synapse } = t.context;
   const f = generatedFixture('many', 3000, 5);
-  const user = await freshUser(synapse);
-  const mig = await tempDir(t);
-  const env = envFor(f, synapse.baseUrl, user.accessToken, mig);
+  const { synapse, user, mig, env } = await world(t, f);
   const killed = await runCli(['all', '--body-limit', '32768'], env, { killWhen: (stderr) => /step 2\/3: upload/.test(stderr) });
   t.is(killed.signal, 'SIGKILL');
   const left = JSON.parse(readFileSync(path.join(mig, LOCK), 'utf8')) as { pid: number; command: string };
@@ -146,15 +141,12 @@ test.serial('a SIGKILLed run\'s lock is taken over (said on stderr), as is one n
 });
 
 test.serial('Dendrite\'s 500 to an upload into a deleted backup version: exit 10 with the wrong-version message within seconds, not after the 64-80 s retry budget', async (t) => {
-  const { synapse } = t.context;
   const f = generatedFixture('many', 3000, 5);
-  const user = await freshUser(synapse);
-  const mig = await tempDir(t);
   // Every upload delayed 0.3-1.5 s, so the run is still uploading when the version is deleted;
   // uploads into a version Synapse no longer knows are answered as Dendrite answers them.
-  const proxy = await startFaultProxy(synapse.baseUrl, { rate: 1, faults: ['delay'], path: '/room_keys/keys', dendrite: true });
+  const proxy = await startFaultProxy(t.context.synapse.baseUrl, { rate: 1, faults: ['delay'], path: '/room_keys/keys', dendrite: true });
   t.teardown(() => proxy.stop());
-  const env = envFor(f, proxy.url, user.accessToken, mig);
+  const { synapse, user, mig, env } = await world(t, f, proxy.url);
   t.is((await runCli(['enable'], env)).code, 0);
   const version = (JSON.parse(await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8')) as { backup: { version: string } }).backup.version;
   let deletedAt = 0;
@@ -181,14 +173,11 @@ test.serial('Dendrite\'s 500 to an upload into a deleted backup version: exit 10
 });
 
 test.serial('delete-device of a device the user does not have: refused (exit 13) in one line naming the user\'s devices, before any password, nothing deleted', async (t) => {
-  const { synapse } = t.context;
-  const f = committedFixture('plain');
-  const user = await freshUser(synapse);
-  const mig = await tempDir(t);
+  const { synapse, user, env } = await world(t, committedFixture('plain'));
   const devices = async () => (await api<{ devices: { device_id: string }[] }>(synapse, user.accessToken, 'GET', '/_matrix/client/v3/devices')).json.devices.map((d) => d.device_id).sort();
   const before = await devices();
   const me = await api<{ device_id: string }>(synapse, user.accessToken, 'GET', '/_matrix/client/v3/account/whoami');
-  const r = await runCli(['delete-device', '--json'], { ...envFor(f, synapse.baseUrl, user.accessToken, mig), OLD_DEVICE_ID: 'NOSUCHDEV' });
+  const r = await runCli(['delete-device', '--json'], { ...env, OLD_DEVICE_ID: 'NOSUCHDEV' });
   t.is(r.code, 13, r.stderr);
   t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
   t.regex(r.stderr, new RegExp(`^error: ${user.userId} has no device NOSUCHDEV \\(its devices: .*${me.json.device_id} \\(this access token\\).*\\); nothing was deleted\\. Fix: set OLD_DEVICE_ID`));
@@ -197,16 +186,11 @@ test.serial('delete-device of a device the user does not have: refused (exit 13)
 });
 
 test.serial('--json on every command: stdout is exactly one JSON object with the result fields and no secret; the human lines go to stderr', async (t) => {
-  const { synapse } = t.context;
   const f = copyFixture(committedFixture('plain'));
   t.teardown(() => fs.rm(f.dir, { recursive: true, force: true }));
-  const user = await freshUser(synapse);
-  const old = await api<{ device_id: string }>(synapse, '', 'POST', '/_matrix/client/v3/login', {
-    type: 'm.login.password', identifier: { type: 'm.id.user', user: user.userId }, password: user.password, device_id: f.expected.device_id,
-  });
-  t.is(old.json.device_id, f.expected.device_id);
-  const mig = await tempDir(t);
-  const env = { ...envFor(f, synapse.baseUrl, user.accessToken, mig), MIGRATION_PASSWORD: user.password, MIGRATION_CONFIRM: f.expected.device_id };
+  const { synapse, user, mig, env: base } = await world(t, f);
+  t.is(await loginAsDevice(synapse, user, f.expected.device_id), f.expected.device_id);
+  const env = { ...base, MIGRATION_PASSWORD: user.password, MIGRATION_CONFIRM: f.expected.device_id };
   const keys = f.expected.keys.length;
   const expectations: [string[], (j: Record<string, any>) => void, RegExp][] = [
     [['backup'], (j) => (t.regex(j.backup_dir, /migration-backup-\d{8}-\d{6}$/), t.true(j.files > 0 && j.bytes > 0)), /backup complete/],
