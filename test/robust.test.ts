@@ -216,6 +216,9 @@ test.serial('--json on every command: stdout is exactly one JSON object with the
     t.regex(r.stderr, human, `${args.join(' ')}: the human result line on stderr`);
     printed.push(r.stdout);
   }
+  const typo = await runCli(['upload', '--bogus', '--json'], env);
+  t.is(typo.code, 2);
+  t.like(jsonResult(typo), { command: 'upload', status: 'error', exit_code: 2, error: { code: 'USAGE' } }, 'a mistyped command line too');
   const recovery = recoveryKeys(await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8'));
   const secrets = [recovery.base58, recovery.base64, user.accessToken, user.password, ...f.expected.keys.map((k) => k.session_key.replace(/=+$/, ''))];
   for (const secret of secrets) t.false(printed.some((p) => p.includes(secret)), `a secret (${secret.slice(0, 6)}…) in a JSON result`);

@@ -22,6 +22,19 @@ export interface JsonResult {
   [field: string]: unknown;
 }
 
+/** Prints the `--json` result: one line on stdout, the only thing there. */
+export function writeJsonResult(command: string, code: number, fields: Record<string, unknown>, error?: JsonResult['error']): void {
+  const result: JsonResult = {
+    command,
+    status: code === 0 ? 'ok' : 'error',
+    exit_code: code,
+    meaning: exitMeaning(code),
+    ...fields,
+    ...(error ? { error } : {}),
+  };
+  process.stdout.write(JSON.stringify(result) + '\n');
+}
+
 export abstract class BaseCommand extends Command {
   /**
    * The folders this command writes: each is locked for the whole run (src/migration/run-lock.ts)
@@ -61,17 +74,7 @@ export abstract class BaseCommand extends Command {
     } finally {
       locks?.release();
     }
-    if (this.json) {
-      const result: JsonResult = {
-        command: this.path.join(' '),
-        status: code === 0 ? 'ok' : 'error',
-        exit_code: code,
-        meaning: exitMeaning(code),
-        ...this.recorded,
-        ...(error ? { error } : {}),
-      };
-      process.stdout.write(JSON.stringify(result) + '\n');
-    }
+    if (this.json) writeJsonResult(this.path.join(' '), code, this.recorded, error);
     return code;
   }
 
