@@ -2,7 +2,8 @@ import { Command, Option } from 'clipanion';
 import { StoreLocation } from '../store/location.js';
 import { setting } from '../environment.js';
 import { ToolError } from '../errors.js';
-import { deleteOldDevice, findOldDevice } from '../steps/delete-device.js';
+import { deleteDevice } from '../matrix/account.js';
+import { findOldDevice } from '../steps/delete-device.js';
 import { askHidden, askLine } from '../terminal.js';
 import { HomeserverCommand } from './homeserver.js';
 
@@ -36,7 +37,7 @@ export class DeleteDeviceCommand extends HomeserverCommand {
     if (!password) {
       throw new ToolError('DEVICE', 'deleting a device needs the account password', 'set MIGRATION_PASSWORD or run on a terminal to be asked');
     }
-    await deleteOldDevice(client, device, password);
+    await deleteDevice(client, device.userId, device.deviceId, password);
     this.out.result(`deleted device ${deviceId} of ${device.userId}`);
     this.record({ user_id: device.userId, device_id: deviceId, deleted: true });
     return 0;

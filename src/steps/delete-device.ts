@@ -5,7 +5,7 @@
  */
 import { ToolError } from '../errors.js';
 import type { MatrixClient } from '../matrix/client.js';
-import { deleteDevice, getDevice, listDevices, whoami } from '../matrix/account.js';
+import { getDevice, listDevices, whoami } from '../matrix/account.js';
 
 export interface OldDevice {
   userId: string;
@@ -37,8 +37,4 @@ export async function findOldDevice(client: MatrixClient, deviceId: string): Pro
     );
   }
   return { userId: me.user_id, deviceId };
-}
-
-export async function deleteOldDevice(client: MatrixClient, device: OldDevice, password: string): Promise<void> {
-  await deleteDevice(client, device.userId, device.deviceId, password);
 }
