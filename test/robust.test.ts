@@ -76,6 +76,7 @@ function assertRefused(t: ExecutionContext<unknown>, refused: TimedRun, command:
   t.is(refused.json.error.code, 'RUN_LOCKED');
   t.is(refused.json.exit_code, 19);
   t.true(refused.ms < 5000, `refused at once (${refused.ms} ms), not after waiting`);
+  t.log(`${command}: the second run refused after ${refused.ms} ms (process start included)`);
 }
 
 test.serial('two uploads into one MIGRATION_DIR: the second is refused at once (exit 19) naming the first, which completes; nothing lost', async (t) => {
@@ -167,6 +168,7 @@ test.serial('Dendrite\'s 500 to an upload into a deleted backup version: exit 10
   t.regex(r.stderr, new RegExp(`error: backup version ${version} is no longer the current one \\(the server has no backup any more\\).*Fix: .*run \`enable\` again`));
   t.notRegex(r.stderr, /retrying in [2-9]|check the homeserver's health/, 'no backoff beyond the first retry');
   t.true(elapsed < 8000, `stopped ${elapsed} ms after the deletion`);
+  t.log(`stopped ${elapsed} ms after the deletion; proxy: ${JSON.stringify(proxy.stats())}`);
   t.is(jsonResult(r).error.code, 'WRONG_BACKUP_VERSION');
   const state = JSON.parse(await fs.readFile(path.join(mig, 'migration-state.json'), 'utf8')) as { upload?: { completed: boolean } };
   t.not(state.upload?.completed, true, 'not recorded as complete');
