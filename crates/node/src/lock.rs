@@ -22,9 +22,19 @@ impl FolderLock {
     #[napi(factory)]
     pub fn try_acquire(path: String, holder: String) -> Result<FolderLock> {
         match RunLock::acquire(Path::new(&path), &holder) {
-            Ok(taken) => Ok(FolderLock { lock: Some(taken.lock), other: taken.previous }),
-            Err(LockError::Held { holder, .. }) => Ok(FolderLock { lock: None, other: holder }),
-            Err(e @ LockError::Io { .. }) => Err(coded("MIGRATION_DIR", &e, "check that this user can write the folder")),
+            Ok(taken) => Ok(FolderLock {
+                lock: Some(taken.lock),
+                other: taken.previous,
+            }),
+            Err(LockError::Held { holder, .. }) => Ok(FolderLock {
+                lock: None,
+                other: holder,
+            }),
+            Err(e @ LockError::Io { .. }) => Err(coded(
+                "MIGRATION_DIR",
+                &e,
+                "check that this user can write the folder",
+            )),
         }
     }
 

@@ -25,8 +25,14 @@ use std::time::Duration;
 #[derive(Debug)]
 pub enum LockError {
     /// Another live process holds the lock; what it wrote about itself, if it has yet.
-    Held { path: PathBuf, holder: Option<String> },
-    Io { path: PathBuf, error: std::io::Error },
+    Held {
+        path: PathBuf,
+        holder: Option<String>,
+    },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 impl std::fmt::Display for LockError {
@@ -58,7 +64,10 @@ const HOLDER_WRITE_WAIT: Duration = Duration::from_millis(200);
 
 impl RunLock {
     pub fn acquire(path: &Path, holder: &str) -> Result<Acquired, LockError> {
-        let io = |error| LockError::Io { path: path.to_owned(), error };
+        let io = |error| LockError::Io {
+            path: path.to_owned(),
+            error,
+        };
         loop {
             let mut file = OpenOptions::new()
                 .read(true)
@@ -74,7 +83,10 @@ impl RunLock {
                 if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
                     return Err(io(error));
                 }
-                return Err(LockError::Held { path: path.to_owned(), holder: wait_for_holder(&mut file) });
+                return Err(LockError::Held {
+                    path: path.to_owned(),
+                    holder: wait_for_holder(&mut file),
+                });
             }
             if !still_named(&file, path).map_err(io)? {
                 continue; // locked a file its holder had just unlinked: open the new one
@@ -85,7 +97,13 @@ impl RunLock {
             file.write_all(holder.as_bytes()).map_err(io)?;
             file.sync_data().map_err(io)?;
             let previous = (!previous.trim().is_empty()).then_some(previous);
-            return Ok(Acquired { lock: RunLock { file: Some(file), path: path.to_owned() }, previous });
+            return Ok(Acquired {
+                lock: RunLock {
+                    file: Some(file),
+                    path: path.to_owned(),
+                },
+                previous,
+            });
         }
     }
 
@@ -184,7 +202,10 @@ mod tests {
         let (_dir, path) = lock_path();
         std::fs::write(&path, r#"{"pid":1,"command":"all"}"#).unwrap();
         let taken = RunLock::acquire(&path, "new").unwrap();
-        assert_eq!(taken.previous.as_deref(), Some(r#"{"pid":1,"command":"all"}"#));
+        assert_eq!(
+            taken.previous.as_deref(),
+            Some(r#"{"pid":1,"command":"all"}"#)
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
     }
 
