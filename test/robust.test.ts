@@ -121,6 +121,14 @@ test.serial('two converts of one crypto folder started together (separate MIGRAT
   t.deepEqual((await fs.readdir(f.store)).sort(), ['bot-sdk.json', 'matrix-sdk-crypto', 'matrix-sdk-crypto.sqlite3']);
 });
 
+test.serial('a usage error is found before any lock: nothing created, no lock file', async (t) => {
+  const mig = path.join(await tempDir(t), 'not-yet');
+  const r = await runCli(['upload'], { CRYPTO_STORE_PATH: committedFixture('plain').store, MIGRATION_DIR: mig, HOMESERVER_URL: undefined, ACCESS_TOKEN: 'x' });
+  t.is(r.code, 2, r.stderr);
+  t.regex(r.stderr, /HOMESERVER_URL is not set/);
+  t.false(existsSync(mig), 'MIGRATION_DIR not created');
+});
+
 test.serial('a SIGKILLed run\'s lock is taken over (said on stderr), as is one naming a live pid (a restarted pod is pid 1 again)', async (t) => {
   const f = generatedFixture('many', 3000, 5);
   const { synapse, user, mig, env } = await world(t, f);
