@@ -836,6 +836,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.ConvertJob = nativeBinding.ConvertJob
+module.exports.FolderLock = nativeBinding.FolderLock
 module.exports.SessionStream = nativeBinding.SessionStream
 module.exports.StoreFingerprints = nativeBinding.StoreFingerprints
 module.exports.StoreLock = nativeBinding.StoreLock

@@ -15,6 +15,22 @@ export declare class ConvertJob {
   wait(): Promise<string>
 }
 
+export declare class FolderLock {
+  /**
+   * Takes the lock on `path` and writes `holder` into it, or (`acquired` false) leaves it to
+   * the live run that holds it.
+   */
+  static tryAcquire(path: string, holder: string): FolderLock
+  get acquired(): boolean
+  /**
+   * Refused: what the live holder wrote about itself. Acquired: what a run that died without
+   * releasing left behind (none after a clean release).
+   */
+  get other(): string | null
+  /** Removes the lock file and lets the lock go; a second call does nothing. */
+  release(): void
+}
+
 export declare class SessionStream {
   /** The next batch, or `null` at the end of the store. */
   next(): Promise<SessionBatch | null>

@@ -15,6 +15,7 @@ import { closeAllStreams } from './store/sessions.js';
 import { AllCommand } from './commands/all.js';
 import { BackupCommand } from './commands/backup.js';
 import { ConvertCommand } from './commands/convert.js';
+import { writeJsonResult } from './commands/base.js';
 import { RestoreCommand } from './commands/restore.js';
 import { TOOL_VERSION } from './version.js';
 import { DeleteDeviceCommand } from './commands/delete-device.js';
@@ -36,6 +37,11 @@ export async function run(argv: string[]): Promise<number> {
     cli.process(argv);
   } catch (e) {
     process.stderr.write(cli.error(e));
+    // A Job that reads the result from its log gets one for a mistyped command line too.
+    if (argv.includes('--json')) {
+      const message = (e instanceof Error ? e.message : String(e)).split('\n')[0]!;
+      writeJsonResult(argv.find((a) => !a.startsWith('-')) ?? '', EXIT_CODES.USAGE, {}, { code: 'USAGE', message, fix: 'see `sled-migration-tool --help`' });
+    }
     return EXIT_CODES.USAGE;
   }
   // Commands catch their own errors (BaseCommand.execute): one line and a documented exit code.

@@ -37,6 +37,7 @@ export const EXIT_CODES = {
   NO_ACCOUNT: 16,
   CONVERT_CHECK_FAILED: 17,
   WRONG_DEVICE: 18,
+  RUN_LOCKED: 19,
   INTERRUPTED: 130,
 } as const;
 
@@ -63,6 +64,7 @@ const EXIT_MEANINGS: Record<number, string> = {
   16: 'the Sled store holds no Olm account',
   17: 'the written SQLite store does not hold what was written',
   18: 'the bot would start as another device than the store\'s (bot-sdk.json or the access token)',
+  19: 'another run is using the same folder',
   130: 'interrupted',
 };
 

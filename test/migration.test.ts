@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { runCli, type CliResult } from './helpers/cli.js';
 import { committedFixture, copyFixture, generatedFixture, keyIdentity, treeHashes, type Fixture } from './helpers/fixtures.js';
-import { api, freshUser, useSynapse, type WithSynapse } from './helpers/homeserver.js';
+import { api, freshUser, loginAsDevice, useSynapse, type WithSynapse } from './helpers/homeserver.js';
 import { decryptBackup, decryptEvents, importBackedUp, newMachine, recoveryKeyToBase64, type ServerBackup } from './helpers/oracle.js';
 import { backupIdentities, envFor, recoveryKeys, serverKeys, tempDir } from './helpers/migration.js';
 
@@ -263,10 +263,7 @@ test('secrets never reach stdout, stderr, process titles or any file but the 060
   t.teardown(() => fs.rm(f.dir, { recursive: true, force: true }));
   const user = await freshUser(synapse);
   // the bot's old device, as bot-sdk.json names it, so that delete-device has something to delete
-  const old = await api<{ device_id: string }>(synapse, '', 'POST', '/_matrix/client/v3/login', {
-    type: 'm.login.password', identifier: { type: 'm.id.user', user: user.userId }, password: user.password, device_id: f.expected.device_id,
-  });
-  t.is(old.json.device_id, f.expected.device_id);
+  t.is(await loginAsDevice(synapse, user, f.expected.device_id), f.expected.device_id);
   const mig = await tempDir(t);
   const exportPassphrase = 'a passphrase nobody may see';
   const env = { ...envFor(f, synapse.baseUrl, user.accessToken, mig), EXPORT_PASSPHRASE: exportPassphrase, MIGRATION_PASSWORD: user.password, MIGRATION_CONFIRM: f.expected.device_id };

@@ -9,6 +9,7 @@ import { BaseCommand } from './base.js';
 
 export class BackupCommand extends BaseCommand {
   static override paths = [['backup']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Copy the whole crypto store into MIGRATION_DIR/migration-backup-YYYYMMDD-HHMMSS/ with SHA-256 checksums',
     details:
@@ -34,6 +35,7 @@ export class BackupCommand extends BaseCommand {
     this.out.result(`backup complete: ${dir}`);
     this.out.result(`${metadata.files} files, ${formatBytes(metadata.bytes)} in ${formatDuration(metadata.duration_s)}${rate}`);
     this.out.info(`check it any time: cd ${dir} && sha256sum -c ${CHECKSUMS_FILE}`);
+    this.record({ backup_dir: dir, files: metadata.files, bytes: metadata.bytes, cloned_files: metadata.cloned_files, duration_s: metadata.duration_s });
     return 0;
   }
 
@@ -44,6 +46,7 @@ export class BackupCommand extends BaseCommand {
     if (check.mismatches.length) {
       throw new ToolError('BACKUP_INVALID', `${dir} does not match its checksums: ${describeMismatches(check.mismatches)}`, 'do not restore from this backup; make a new one while the old store is intact');
     }
+    this.record({ backup_dir: dir, files: check.metadata.files, bytes: check.metadata.bytes, verified: true });
     this.out.result(`backup verified: ${dir} (${check.metadata.files} files, ${formatBytes(check.metadata.bytes)}, every checksum matches)`);
     return 0;
   }

@@ -9,6 +9,7 @@ import { resolveLocations, type Locations } from '../config.js';
 import { setting } from '../environment.js';
 import { exitMeaning, isToolError, reportError } from '../errors.js';
 import { createOutput, type Output } from '../log.js';
+import { lockFolders, type LockedFolder, type RunLocks } from '../migration/run-lock.js';
 
 /** What `--json` prints: the result a command recorded with `record()`, and how it ended. */
 export interface JsonResult {
@@ -21,7 +22,26 @@ export interface JsonResult {
   [field: string]: unknown;
 }
 
+/** Prints the `--json` result: one line on stdout, the only thing there. */
+export function writeJsonResult(command: string, code: number, fields: Record<string, unknown>, error?: JsonResult['error']): void {
+  const result: JsonResult = {
+    command,
+    status: code === 0 ? 'ok' : 'error',
+    exit_code: code,
+    meaning: exitMeaning(code),
+    ...fields,
+    ...(error ? { error } : {}),
+  };
+  process.stdout.write(JSON.stringify(result) + '\n');
+}
+
 export abstract class BaseCommand extends Command {
+  /**
+   * The folders this command writes: each is locked for the whole run (src/migration/run-lock.ts)
+   * and a second run on it is refused at once (exit 19). A command that writes names them here.
+   */
+  static locks: readonly LockedFolder[] = [];
+
   storagePath = Option.String('--storage-path', { description: 'The bot\'s storage folder (STORAGE_PATH); the crypto store defaults to its encrypted/ folder' });
   cryptoStorePath = Option.String('--crypto-store-path', { description: 'The crypto store folder holding matrix-sdk-crypto/ and bot-sdk.json (CRYPTO_STORE_PATH)' });
   migrationDir = Option.String('--migration-dir', { description: 'Where key files, state and backups go (MIGRATION_DIR, default: current folder)' });
@@ -41,26 +61,32 @@ export abstract class BaseCommand extends Command {
   async execute(): Promise<number> {
     let code: number;
     let error: JsonResult['error'];
+    let locks: RunLocks | undefined;
     try {
+      this.checkOptions();
+      locks = await this.lockFolders();
       code = await this.perform();
     } catch (e) {
       code = reportError(e);
       error = isToolError(e)
         ? { code: e.code, message: e.message, ...(e.hint ? { fix: e.hint } : {}) }
         : { code: 'INTERNAL', message: e instanceof Error ? e.message : String(e) };
+    } finally {
+      locks?.release();
     }
-    if (this.json) {
-      const result: JsonResult = {
-        command: this.path.join(' '),
-        status: code === 0 ? 'ok' : 'error',
-        exit_code: code,
-        meaning: exitMeaning(code),
-        ...this.recorded,
-        ...(error ? { error } : {}),
-      };
-      process.stdout.write(JSON.stringify(result) + '\n');
-    }
+    if (this.json) writeJsonResult(this.path.join(' '), code, this.recorded, error);
     return code;
+  }
+
+  /** Options checked before any folder is locked (or created): a usage error changes nothing. */
+  protected checkOptions(): void {}
+
+  private async lockFolders(): Promise<RunLocks | undefined> {
+    const wanted = (this.constructor as typeof BaseCommand).locks;
+    if (!wanted.length) return undefined;
+    const loc = this.locations();
+    const dirs = wanted.map((what) => ({ what, dir: what === 'migration-dir' ? loc.migrationDir : loc.cryptoStorePath }));
+    return lockFolders(dirs, this.path.join(' '), this.out);
   }
 
   /**

@@ -25,6 +25,8 @@ export const OLD_BOT_WARNING =
 
 export class ConvertCommand extends HomeserverCommand {
   static override paths = [['convert']];
+  static override locks = ['migration-dir', 'crypto-store'] as const;
+  static override homeserverRequired = false;
   static override usage = Command.Usage({
     description: 'Write the Sled store straight into the SQLite store the upgraded bot opens, keeping its device and every key',
     details:

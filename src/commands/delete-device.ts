@@ -2,12 +2,14 @@ import { Command, Option } from 'clipanion';
 import { StoreLocation } from '../store/location.js';
 import { setting } from '../environment.js';
 import { ToolError } from '../errors.js';
-import { deleteOldDevice } from '../steps/delete-device.js';
+import { deleteDevice } from '../matrix/account.js';
+import { findOldDevice } from '../steps/delete-device.js';
 import { askHidden, askLine } from '../terminal.js';
 import { HomeserverCommand } from './homeserver.js';
 
 export class DeleteDeviceCommand extends HomeserverCommand {
   static override paths = [['delete-device']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Delete the bot\'s old device on the homeserver (after its keys are safe)',
     details: 'The device comes from OLD_DEVICE_ID or the store\'s bot-sdk.json. Asks for the account password (hidden) and for the device ID to be typed as confirmation; non-interactive runs need MIGRATION_PASSWORD and MIGRATION_CONFIRM set to the device ID.',
@@ -23,6 +25,7 @@ export class DeleteDeviceCommand extends HomeserverCommand {
     if (!deviceId) {
       throw new ToolError('DEVICE', 'no device to delete: OLD_DEVICE_ID is not set and bot-sdk.json names none', 'set OLD_DEVICE_ID to the old device\'s ID');
     }
+    const device = await findOldDevice(client, deviceId);
     const confirmation = setting(this.confirm, 'MIGRATION_CONFIRM') ?? (await askLine(`Type the device ID ${deviceId} to confirm its deletion: `));
     if (confirmation === undefined) {
       throw new ToolError('DEVICE', 'deleting a device needs a confirmation', `set MIGRATION_CONFIRM=${deviceId} (and MIGRATION_PASSWORD) for a non-interactive run`);
@@ -34,8 +37,9 @@ export class DeleteDeviceCommand extends HomeserverCommand {
     if (!password) {
       throw new ToolError('DEVICE', 'deleting a device needs the account password', 'set MIGRATION_PASSWORD or run on a terminal to be asked');
     }
-    const { userId } = await deleteOldDevice({ client, deviceId, password, out: this.out });
-    this.out.result(`deleted device ${deviceId} of ${userId}`);
+    await deleteDevice(client, device.userId, device.deviceId, password);
+    this.out.result(`deleted device ${deviceId} of ${device.userId}`);
+    this.record({ user_id: device.userId, device_id: deviceId, deleted: true });
     return 0;
   }
 }

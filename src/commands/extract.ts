@@ -9,6 +9,7 @@ import { exportPassphrase, exportPassphraseFileOption } from './export-passphras
 
 export class ExtractCommand extends BaseCommand {
   static override paths = [['extract']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Write every room key of the Sled store to extracted-keys.json (plaintext keys: keep it safe)',
     details: 'Strict by default: the first damaged entry stops the run and no output is left behind. With --skip-errors every readable key is written and the damaged entries are listed in failed-sessions.json. The upload command does not need this file: it streams from the store.',
@@ -37,6 +38,15 @@ export class ExtractCommand extends BaseCommand {
       out: this.out,
     });
     for (const [room, count] of [...summary.perRoom].sort((a, b) => b[1] - a[1])) this.out.verbose(`  ${room}: ${count}`);
+    this.record({
+      format: this.format,
+      output: outputPath,
+      succeeded: summary.succeeded,
+      failed: summary.failed,
+      total: summary.total,
+      rooms: summary.perRoom.size,
+      ...(summary.failed > 0 ? { failed_output: failedOutputPath } : {}),
+    });
     this.out.result(`${summary.succeeded} succeeded, ${summary.failed} failed out of ${summary.total} total`);
     this.out.info(megolm ? `wrote ${outputPath} (Element key export, encrypted with your passphrase)` : `wrote ${outputPath} (mode 0600: it holds plaintext room keys)`);
     if (summary.failed > 0) this.out.info(`damaged entries listed in ${failedOutputPath}`);

@@ -1,5 +1,7 @@
 /** Options of the commands that talk to the homeserver, and the step context built from them. */
+import path from 'node:path';
 import { Option } from 'clipanion';
+import { MIGRATION_FILES } from '../config.js';
 import { setting } from '../environment.js';
 import { ToolError } from '../errors.js';
 import { MatrixClient } from '../matrix/client.js';
@@ -8,11 +10,19 @@ import { StateFile } from '../migration/state.js';
 import type { StepContext } from '../steps/context.js';
 import { BaseCommand } from './base.js';
 
+/** Where the recovery key is (the path, for a `--json` result: never the key). */
+export const keyFile = (migrationDir: string) => path.join(migrationDir, MIGRATION_FILES.recoveryKey);
+
 export abstract class HomeserverCommand extends BaseCommand {
   homeserverUrl = Option.String('--homeserver-url', { description: 'The homeserver\'s client API base URL (HOMESERVER_URL)' });
   // Applied before the command runs (src/ca-file.ts); declared here so that it parses and shows in --help.
   caFile = Option.String('--ca-file', { description: 'PEM certificate of a private CA that signed the homeserver\'s certificate (CA_FILE)' });
   accessToken = Option.String('--access-token', { description: 'The bot\'s access token (ACCESS_TOKEN; prefer the variable: a flag shows in the process list)' });
+
+  /** Whether the command cannot run without the homeserver (`convert` only checks a token it is given). */
+  static homeserverRequired = true;
+
+  private _client?: MatrixClient;
 
   /** A client when HOMESERVER_URL or ACCESS_TOKEN is given (both then needed), else none. */
   protected optionalClient(): MatrixClient | undefined {
@@ -20,7 +30,17 @@ export abstract class HomeserverCommand extends BaseCommand {
     return this.client();
   }
 
+  protected override checkOptions(): void {
+    if ((this.constructor as typeof HomeserverCommand).homeserverRequired) this.client();
+    else this.optionalClient();
+  }
+
   protected client(): MatrixClient {
+    this._client ??= this.newClient();
+    return this._client;
+  }
+
+  private newClient(): MatrixClient {
     const homeserverUrl = setting(this.homeserverUrl, 'HOMESERVER_URL');
     const accessToken = setting(this.accessToken, 'ACCESS_TOKEN');
     if (!homeserverUrl) {

@@ -4,6 +4,7 @@ import { BaseCommand } from './base.js';
 
 export class RestoreCommand extends BaseCommand {
   static override paths = [['restore']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Roll back: put a verified backup of the Sled store back in place (the current store is renamed, never deleted)',
     details:
@@ -16,6 +17,7 @@ export class RestoreCommand extends BaseCommand {
   protected async perform(): Promise<number> {
     const loc = this.locations();
     const plan = await restoreStore({ from: this.from, cryptoStorePath: loc.cryptoStorePath, migrationDir: loc.migrationDir, dryRun: this.dryRun, out: this.out });
+    this.record({ dry_run: this.dryRun, backup_dir: plan.backup, files: plan.metadata.files, target: plan.target, moved_aside: plan.movedAside ?? null });
     if (this.dryRun) {
       this.out.result(`dry run: the backup ${plan.backup} is intact (${plan.metadata.files} files, every checksum matches)`);
       this.out.result(plan.movedAside ? `would move the current store ${plan.target} to ${plan.movedAside}` : `would create ${plan.target} (no store there now)`);

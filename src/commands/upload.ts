@@ -28,8 +28,19 @@ export function printUpload(out: Output, r: UploadStepResult): void {
   );
 }
 
+/** `upload`'s part of a `--json` result (also `all`'s). */
+export function uploadFields(r: UploadStepResult): Record<string, unknown> {
+  return {
+    backup_version: r.version,
+    upload: r.alreadyComplete
+      ? { already_complete: true, sent: 0 }
+      : { already_complete: false, resumed: r.resumed, sent: r.sent, requests: r.requests, server_count: r.serverCount, rooms: r.perRoom.size, damaged_skipped: r.damaged },
+  };
+}
+
 export class UploadCommand extends HomeserverCommand {
   static override paths = [['upload']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Encrypt every room key for the backup and upload it, streaming from the store (resumable)',
     details:
@@ -55,6 +66,7 @@ export class UploadCommand extends HomeserverCommand {
       from: this.from ? await this.keyFile(this.from) : undefined,
     });
     printUpload(this.out, result);
+    this.record(uploadFields(result));
     return 0;
   }
 

@@ -25,8 +25,27 @@ export function printReport(out: Output, r: VerifyReport): void {
   out.result(`Status: ${r.complete ? 'COMPLETE' : 'INCOMPLETE'}`);
 }
 
+/** `verify`'s part of a `--json` result (also `all`'s): counts and the outcome, never a key. */
+export function verifyFields(r: VerifyReport): Record<string, unknown> {
+  return {
+    backup_version: r.version,
+    verify: {
+      status: r.complete ? 'COMPLETE' : 'INCOMPLETE',
+      keys_in_backup: r.keysInBackup,
+      keys_in_store: r.keysInStore,
+      damaged_in_store: r.damagedInStore,
+      checked: r.checked,
+      sampled: r.sampled,
+      missing: r.missingCount,
+      different: r.differentCount,
+      ...(r.problem ? { problem: r.problem } : {}),
+    },
+  };
+}
+
 export class VerifyCommand extends HomeserverCommand {
   static override paths = [['verify']];
+  static override locks = ['migration-dir'] as const;
   static override usage = Command.Usage({
     description: 'Prove the backup: decrypt every entry with our key and compare it with the store',
     details: 'Exits 0 only when every key of the store is in the backup and decrypts to the same key.',
@@ -37,6 +56,7 @@ export class VerifyCommand extends HomeserverCommand {
   protected async perform(): Promise<number> {
     const report = await verifyStep(await this.stepContext(), this.sample);
     printReport(this.out, report);
+    this.record(verifyFields(report));
     return report.complete ? 0 : EXIT_CODES.VERIFY_INCOMPLETE;
   }
 }

@@ -12,6 +12,28 @@ export async function whoami(client: MatrixClient): Promise<WhoAmI> {
   return client.request<WhoAmI>('GET', '/_matrix/client/v3/account/whoami');
 }
 
+export interface Device {
+  device_id: string;
+  display_name?: string;
+}
+
+/**
+ * The device, or null when the user has none of that ID. Looked up before a deletion because both
+ * Synapse and Dendrite answer 200 to `DELETE /devices/{id}` of an unknown device.
+ */
+export async function getDevice(client: MatrixClient, deviceId: string): Promise<Device | null> {
+  try {
+    return await client.request<Device>('GET', `/_matrix/client/v3/devices/${encodeURIComponent(deviceId)}`, { expect: [404] });
+  } catch (e) {
+    if (e instanceof MatrixError && e.status === 404) return null;
+    throw e;
+  }
+}
+
+export async function listDevices(client: MatrixClient): Promise<Device[]> {
+  return (await client.request<{ devices?: Device[] }>('GET', '/_matrix/client/v3/devices')).devices ?? [];
+}
+
 /**
  * DELETE /devices/{id}: the first call without auth yields the UIA session, the second answers the
  * password stage.

@@ -35,6 +35,14 @@ export interface RequestOptions {
   expect?: number[];
   /** Resolve to a success's body as text, unparsed (its reader checks it). */
   textResponse?: boolean;
+  /** Attempts for this request (default: the policy's); 1 for a quick look that must not hold a run up. */
+  maxAttempts?: number;
+  /**
+   * Called on a 5xx answer, before it is retried or given up on: a 5xx can mean a state no retry
+   * changes (Dendrite answers 500 to an upload into a deleted backup version), which the caller
+   * can find out another way and end with its own error (thrown from here).
+   */
+  onServerError?(error: MatrixError): Promise<void>;
 }
 
 export interface ClientEvents {
@@ -67,6 +75,7 @@ export class MatrixClient {
     const url = new URL(this.baseUrl + path);
     for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, v);
     const body = opts.rawBody ?? (opts.body === undefined ? undefined : JSON.stringify(opts.body));
+    const maxAttempts = opts.maxAttempts ?? this.retry.maxAttempts;
     let attempt = 0;
     let rateLimitWaits = 0;
     for (;;) {
@@ -86,7 +95,7 @@ export class MatrixClient {
         const tls = tlsError(e);
         if (tls) throw tls;
         const reason = networkReason(e);
-        if (attempt >= this.retry.maxAttempts) {
+        if (attempt >= maxAttempts) {
           throw new ToolError(
             'HOMESERVER_UNREACHABLE',
             `the homeserver ${this.baseUrl} could not be reached after ${attempt} attempts (${reason})`,
@@ -100,7 +109,7 @@ export class MatrixClient {
       const text = await response.text().catch(() => undefined);
       if (text === undefined) {
         // the body was cut halfway: as retryable as a reset connection
-        if (attempt >= this.retry.maxAttempts) {
+        if (attempt >= maxAttempts) {
           throw new ToolError('HOMESERVER_UNREACHABLE', `the homeserver ${this.baseUrl} kept cutting its answers short`, 'check the network or proxy in front of the homeserver, then rerun');
         }
         await this.backoff(attempt, 'response cut short');
@@ -127,7 +136,8 @@ export class MatrixClient {
         continue;
       }
       if (response.status >= 500 || response.status === 408) {
-        if (attempt >= this.retry.maxAttempts) {
+        if (response.status >= 500) await opts.onServerError?.(error);
+        if (attempt >= maxAttempts) {
           throw new ToolError('HOMESERVER_UNREACHABLE', `the homeserver answered ${response.status} to ${method} ${path} ${attempt} times`, 'check the homeserver\'s health and logs, then rerun: progress so far is kept');
         }
         await this.backoff(attempt, `HTTP ${response.status}`);

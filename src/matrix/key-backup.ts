@@ -27,10 +27,10 @@ export interface KeyBackupData {
   session_data: SessionData;
 }
 
-/** The current backup version, or null when the user has none. */
-export async function currentBackup(client: MatrixClient): Promise<BackupVersion | null> {
+/** The current backup version, or null when the user has none. `maxAttempts` 1: one look, no retries. */
+export async function currentBackup(client: MatrixClient, maxAttempts?: number): Promise<BackupVersion | null> {
   try {
-    return await client.request<BackupVersion>('GET', `${BASE}/version`, { expect: [404] });
+    return await client.request<BackupVersion>('GET', `${BASE}/version`, { expect: [404], maxAttempts });
   } catch (e) {
     if (e instanceof MatrixError && e.status === 404) return null;
     throw e;
@@ -68,6 +68,7 @@ export async function putRoomKeys(client: MatrixClient, version: string, rawBody
       query: { version },
       rawBody,
       expect: [403, 404, 413],
+      onServerError: () => stillCurrent(client, version),
     });
   } catch (e) {
     if (e instanceof MatrixError) {
@@ -77,6 +78,25 @@ export async function putRoomKeys(client: MatrixClient, version: string, rawBody
     }
     throw e;
   }
+}
+
+/**
+ * After a 5xx to an upload: is our version still the current one? Synapse answers an upload into a
+ * deleted version with 404, but Dendrite (0.13) with `500 {"message":"PerformKeyBackup: backup was
+ * deleted"}`, no errcode, and 500 again when no backup exists at all: retried, that is a minute of
+ * backoff and then "check the homeserver's health" for a backup that someone replaced. One look at
+ * the current version tells the two apart; if the look itself fails, the server is what is wrong
+ * and the upload's retries go on.
+ */
+async function stillCurrent(client: MatrixClient, version: string): Promise<void> {
+  let current: BackupVersion | null;
+  try {
+    current = await currentBackup(client, 1);
+  } catch {
+    return;
+  }
+  if (!current) throw wrongVersion(version, 'the server has no backup any more');
+  if (current.version !== version) throw wrongVersion(version, `the server's current version is ${current.version}`);
 }
 
 /**

@@ -16,6 +16,8 @@
  * --max-body answers 413 to larger bodies as nginx does (client_max_body_size): as soon as the
  * headers announce one, before its body has arrived, then reads and discards the rest;
  * --html answers every request with an HTML page.
+ * --dendrite answers an upload of room keys as Dendrite 0.13 does where Synapse answers 404 (the
+ * version deleted, or no backup at all): 500 {"message":"PerformKeyBackup: backup was deleted"}, no errcode.
  * --stats writes the counts of each fault to FILE after every request.
  */
 import http from 'node:http';
@@ -32,6 +34,7 @@ const faults = opt('--faults', 'reset,500,502,503,429,delay,cut').split(',');
 const onlyPath = opt('--path', '');
 const maxBody = Number(opt('--max-body', '0'));
 const html = args.includes('--html');
+const dendrite = args.includes('--dendrite');
 const statsFile = opt('--stats');
 
 // mulberry32: reproducible fault sequences for a given seed
@@ -124,6 +127,10 @@ const server = http.createServer(async (req, res) => {
     }
     const up = await forward(req, body);
     stats.forwarded++;
+    if (dendrite && req.method === 'PUT' && req.url.includes('/room_keys/keys') && up.status === 404) {
+      count('dendrite-500');
+      return json(res, 500, { message: 'PerformKeyBackup: backup was deleted' });
+    }
     if (statsFile) writeFileSync(statsFile, JSON.stringify(stats));
     const headers = { 'content-type': up.headers['content-type'] ?? 'application/json', 'content-length': up.body.length };
     res.writeHead(up.status, headers);

@@ -18,6 +18,8 @@ export interface FaultOptions {
   path?: string;
   maxBody?: number;
   html?: boolean;
+  /** Answer uploads into a missing backup version as Dendrite does (500, no errcode). */
+  dendrite?: boolean;
 }
 
 export async function startFaultProxy(target: string, opts: FaultOptions = {}): Promise<FaultProxy> {
@@ -29,6 +31,7 @@ export async function startFaultProxy(target: string, opts: FaultOptions = {}): 
   if (opts.path) argv.push('--path', opts.path);
   if (opts.maxBody) argv.push('--max-body', String(opts.maxBody));
   if (opts.html) argv.push('--html');
+  if (opts.dendrite) argv.push('--dendrite');
   const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     child.stdout.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { port: number }).port));

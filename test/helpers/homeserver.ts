@@ -21,6 +21,14 @@ export function freshUser(synapse: LocalSynapse): Promise<RegisteredUser> {
   return synapse.registerUser(`bot${process.pid}x${counter}`);
 }
 
+/** Logs the user in as `deviceId` (the bot's old device, as bot-sdk.json names it), so that the device exists. */
+export async function loginAsDevice(synapse: LocalSynapse, user: RegisteredUser, deviceId: string): Promise<string> {
+  const r = await api<{ device_id: string }>(synapse, '', 'POST', '/_matrix/client/v3/login', {
+    type: 'm.login.password', identifier: { type: 'm.id.user', user: user.userId }, password: user.password, device_id: deviceId,
+  });
+  return r.json.device_id;
+}
+
 export async function api<T = Record<string, unknown>>(synapse: LocalSynapse, token: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
   const r = await fetch(`${synapse.baseUrl}${path}`, {
     method,

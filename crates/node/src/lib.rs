@@ -6,6 +6,7 @@ mod backup;
 mod convert;
 mod errors;
 mod job;
+mod lock;
 mod pool;
 mod stream;
 mod tree;
@@ -13,6 +14,7 @@ mod verify;
 
 pub use backup::*;
 pub use convert::*;
+pub use lock::*;
 pub use stream::*;
 pub use tree::*;
 pub use verify::*;
