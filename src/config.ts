@@ -29,12 +29,16 @@ export function resolveLocations(input: LocationInput): Locations {
     );
   }
   const cryptoStorePath = path.resolve(explicit ?? path.join(storagePath!, 'encrypted'));
-  const migrationDir = path.resolve(input.migrationDir || process.cwd());
   return {
     cryptoStorePath,
-    migrationDir,
+    migrationDir: resolveMigrationDir(input.migrationDir),
     storePassphrase: input.storePassphrase ?? '',
   };
+}
+
+/** MIGRATION_DIR, default the current folder: it does not depend on where the store is. */
+export function resolveMigrationDir(migrationDir: string | undefined): string {
+  return path.resolve(migrationDir || process.cwd());
 }
 
 /** The files of MIGRATION_DIR, named once. */

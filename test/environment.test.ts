@@ -69,7 +69,11 @@ test('EXPORT_PASSPHRASE="" is refused for a new export (it would be unprotected)
 });
 
 test('MIGRATION_CONFIRM="" is a confirmation that does not match, not a missing one', async (t) => {
-  const r = await runCli(['delete-device'], { HOMESERVER_URL: 'http://127.0.0.1:9', ACCESS_TOKEN: 'unused', OLD_DEVICE_ID: 'OLDDEVICE', MIGRATION_CONFIRM: '', MIGRATION_PASSWORD: 'unused' });
+  const mig = mkdtempSync(path.join(os.tmpdir(), 'env-'));
+  t.teardown(() => rmSync(mig, { recursive: true, force: true }));
+  // No store path: delete-device with OLD_DEVICE_ID needs none. The confirmation is checked before
+  // any request (nothing listens on port 9).
+  const r = await runCli(['delete-device'], { MIGRATION_DIR: mig, HOMESERVER_URL: 'http://127.0.0.1:9', ACCESS_TOKEN: 'unused', OLD_DEVICE_ID: 'OLDDEVICE', MIGRATION_CONFIRM: '', MIGRATION_PASSWORD: 'unused' });
   t.is(r.code, 13, r.stderr);
   t.regex(r.stderr, /the confirmation "" does not match the device ID OLDDEVICE/);
 });

@@ -5,7 +5,7 @@
  * `required` (a required option fed only by its variable fails at parse time): `perform()` validates.
  */
 import { Command, Option } from 'clipanion';
-import { resolveLocations, type Locations } from '../config.js';
+import { resolveLocations, resolveMigrationDir, type Locations } from '../config.js';
 import { setting } from '../environment.js';
 import { exitMeaning, isToolError, reportError } from '../errors.js';
 import { createOutput, type Output } from '../log.js';
@@ -84,8 +84,8 @@ export abstract class BaseCommand extends Command {
   private async lockFolders(): Promise<RunLocks | undefined> {
     const wanted = (this.constructor as typeof BaseCommand).locks;
     if (!wanted.length) return undefined;
-    const loc = this.locations();
-    const dirs = wanted.map((what) => ({ what, dir: what === 'migration-dir' ? loc.migrationDir : loc.cryptoStorePath }));
+    // MIGRATION_DIR alone needs no store path (delete-device with OLD_DEVICE_ID runs without one).
+    const dirs = wanted.map((what) => ({ what, dir: what === 'migration-dir' ? resolveMigrationDir(setting(this.migrationDir, 'MIGRATION_DIR')) : this.locations().cryptoStorePath }));
     return lockFolders(dirs, this.path.join(' '), this.out);
   }
 

@@ -25,14 +25,16 @@ export class DeleteDeviceCommand extends HomeserverCommand {
     if (!deviceId) {
       throw new ToolError('DEVICE', 'no device to delete: OLD_DEVICE_ID is not set and bot-sdk.json names none', 'set OLD_DEVICE_ID to the old device\'s ID');
     }
+    // A confirmation given beforehand is checked before any request; one typed on a terminal is
+    // asked once the device is known to exist.
+    const given = setting(this.confirm, 'MIGRATION_CONFIRM');
+    if (given !== undefined) checkConfirmation(given, deviceId);
     const device = await findOldDevice(client, deviceId);
-    const confirmation = setting(this.confirm, 'MIGRATION_CONFIRM') ?? (await askLine(`Type the device ID ${deviceId} to confirm its deletion: `));
+    const confirmation = given ?? (await askLine(`Type the device ID ${deviceId} to confirm its deletion: `));
     if (confirmation === undefined) {
       throw new ToolError('DEVICE', 'deleting a device needs a confirmation', `set MIGRATION_CONFIRM=${deviceId} (and MIGRATION_PASSWORD) for a non-interactive run`);
     }
-    if (confirmation.trim() !== deviceId) {
-      throw new ToolError('DEVICE', `the confirmation "${confirmation.trim()}" does not match the device ID ${deviceId}`, 'type the device ID exactly, or set MIGRATION_CONFIRM to it');
-    }
+    checkConfirmation(confirmation, deviceId);
     const password = setting(this.password, 'MIGRATION_PASSWORD') ?? (await askHidden('Account password: '));
     if (!password) {
       throw new ToolError('DEVICE', 'deleting a device needs the account password', 'set MIGRATION_PASSWORD or run on a terminal to be asked');
@@ -41,5 +43,11 @@ export class DeleteDeviceCommand extends HomeserverCommand {
     this.out.result(`deleted device ${deviceId} of ${device.userId}`);
     this.record({ user_id: device.userId, device_id: deviceId, deleted: true });
     return 0;
+  }
+}
+
+function checkConfirmation(confirmation: string, deviceId: string): void {
+  if (confirmation.trim() !== deviceId) {
+    throw new ToolError('DEVICE', `the confirmation "${confirmation.trim()}" does not match the device ID ${deviceId}`, 'type the device ID exactly, or set MIGRATION_CONFIRM to it');
   }
 }
