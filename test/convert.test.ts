@@ -101,7 +101,8 @@ test('convert is strict on damaged entries (6, nothing written); --skip-errors l
   t.deepEqual(failed.failed.map((d) => d.key_hex).sort(), f.expected.damaged.map((d) => d.sled_key_hex).sort());
 });
 
-test('convert killed at any moment leaves no store or a whole one; the rerun completes and sweeps the temporary folder', async (t) => {
+// Serial: nothing else in this file runs meanwhile, so the watcher that times the first kill runs on time.
+test.serial('convert killed at any moment leaves no store or a whole one; the rerun completes and sweeps the temporary folder', async (t) => {
   const f = copyFixture(generatedFixture('many', 3000, 5));
   const mig = await fs.mkdtemp(path.join(os.tmpdir(), 'convert-kill-'));
   t.teardown(async () => {
@@ -151,12 +152,12 @@ test('the SQLite store is written with "" whatever the Sled passphrase: SQLITE_P
     t.regex(out.stdout, /passphrase: the bot must open this store with "" .*upstream matrix-bot-sdk 0\.8/, r.name);
     t.regex(out.stdout, /access token: the bot's token must belong to device BOTDEVICE/, r.name);
     t.notRegex(out.stderr, /Failed to initialize the store cipher/, r.name);
-    const view = openAsTheBot(f.store, '');
+    const view = await openAsTheBot(f.store, '');
     t.false('error' in view, `${r.name}: ${JSON.stringify(view)}`);
     t.like(view, { user_id: f.expected.user_id, device_id: f.expected.device_id, curve25519: f.expected.identity_keys!.curve25519, ed25519: f.expected.identity_keys!.ed25519, room_keys: f.expected.keys.length }, r.name);
-    t.deepEqual(openAsTheBot(f.store, f.expected.passphrase!), { error: 'Failed to initialize the store cipher' }, `${r.name}: not written with the Sled passphrase`);
+    t.deepEqual(await openAsTheBot(f.store, f.expected.passphrase!), { error: 'Failed to initialize the store cipher' }, `${r.name}: not written with the Sled passphrase`);
     // docs/troubleshooting.md: a custom bot passing null for a store written with "".
-    t.deepEqual(openAsTheBot(f.store, null), { error: 'missing field `user_id`' }, r.name);
+    t.deepEqual(await openAsTheBot(f.store, null), { error: 'missing field `user_id`' }, r.name);
     views.push(view);
   }
   t.deepEqual(views[1], views[0]);
@@ -168,8 +169,8 @@ test('SQLITE_PASSPHRASE=x gives a store only x opens, with a warning that upstre
   const out = await runCli(['convert'], { ...env, SQLITE_PASSPHRASE: 'x' });
   t.is(out.code, 0, out.stderr);
   t.regex(out.stderr, /warning: the SQLite store is not written with "": upstream matrix-bot-sdk 0\.8 always passes "" and will fail at start with "Failed to initialize the store cipher"/);
-  t.deepEqual(openAsTheBot(f.store, ''), { error: 'Failed to initialize the store cipher' });
-  t.like(openAsTheBot(f.store, 'x'), { device_id: f.expected.device_id, ed25519: f.expected.identity_keys!.ed25519 });
+  t.deepEqual(await openAsTheBot(f.store, ''), { error: 'Failed to initialize the store cipher' });
+  t.like(await openAsTheBot(f.store, 'x'), { device_id: f.expected.device_id, ed25519: f.expected.identity_keys!.ed25519 });
   t.false((out.stdout + out.stderr).includes('"x"'), 'the passphrase itself is not printed');
 });
 
@@ -213,5 +214,5 @@ test('with HOMESERVER_URL and ACCESS_TOKEN, a token of another device is refused
   const result = JSON.parse(ok.stdout) as Record<string, unknown>;
   t.like(result, { command: 'convert', status: 'ok', exit_code: 0, device_id: 'BOTDEVICE', token_checked: true, sqlite_passphrase_is_empty: true });
   t.false(ok.stdout.includes(kept.accessToken));
-  t.like(openAsTheBot(f.store, ''), { device_id: 'BOTDEVICE', room_keys: f.expected.keys.length });
+  t.like(await openAsTheBot(f.store, ''), { device_id: 'BOTDEVICE', room_keys: f.expected.keys.length });
 });

@@ -4,7 +4,7 @@
  * user and the device in bot-sdk.json (crates/sqlite-convert/examples/open_as_bot.rs). `cargo test`
  * builds the example before ava runs; on its own, it is built here once.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT } from './paths.js';
@@ -13,9 +13,21 @@ const BIN = path.join(ROOT, 'target', 'release', 'examples', 'open_as_bot');
 
 export type BotView = { user_id: string; device_id: string; curve25519: string; ed25519: string; room_keys: number } | { error: string };
 
-/** `null` passes no passphrase at all, as a custom bot passing `null` to OlmMachine.initialize does. */
-export function openAsTheBot(cryptoStoreDir: string, passphrase: string | null = ''): BotView {
+/**
+ * `null` passes no passphrase at all, as a custom bot passing `null` to OlmMachine.initialize does.
+ * Asynchronous: a test file's other tests (a kill timed on the files a run writes) keep their
+ * event loop meanwhile.
+ */
+export function openAsTheBot(cryptoStoreDir: string, passphrase: string | null = ''): Promise<BotView> {
   if (!existsSync(BIN)) execFileSync('cargo', ['build', '--release', '--quiet', '-p', 'sqlite-convert', '--example', 'open_as_bot'], { cwd: ROOT, stdio: 'inherit' });
-  const r = spawnSync(BIN, [cryptoStoreDir, passphrase ?? '--no-passphrase'], { encoding: 'utf8' });
-  return JSON.parse(r.stdout) as BotView;
+  return new Promise((resolve, reject) => {
+    // exits 1 with the bot's error as JSON on stdout: that is an answer too
+    execFile(BIN, [cryptoStoreDir, passphrase ?? '--no-passphrase'], { encoding: 'utf8' }, (_error, stdout) => {
+      try {
+        resolve(JSON.parse(stdout) as BotView);
+      } catch (e) {
+        reject(new Error(`open_as_bot printed no answer: ${String(e)} ${stdout}`));
+      }
+    });
+  });
 }
