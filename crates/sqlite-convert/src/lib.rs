@@ -11,6 +11,7 @@
 //! `sled-store`, which never writes to it.
 
 pub mod error;
+pub mod existing;
 pub mod report;
 pub mod sled_entries;
 pub mod sqlite_target;
@@ -23,9 +24,10 @@ use matrix_sdk_crypto::store::{Changes, DeviceChanges, IdentityChanges};
 use sled_store::{Decoder, OpenOptions, ScanItem, SledStore, StoreLocation, TreeScanner};
 
 pub use error::ConvertError;
+use existing::{read_existing, ExistingStore};
 pub use report::{ConvertReport, DamagedRecord, TreeCount};
 use sled_entries::AccountEntry;
-use sqlite_target::{existing_store, ExistingStore, TempStore};
+use sqlite_target::TempStore;
 
 #[derive(Debug, Clone)]
 pub struct ConvertOptions {
@@ -98,21 +100,21 @@ pub async fn convert_async(
     let dir = &options.crypto_store_dir;
     let location = StoreLocation::new(dir);
     location.check()?;
-    let existing = existing_store(dir);
+    let existing = read_existing(dir, options.sqlite_passphrase.as_deref()).await;
     if !options.dry_run && !options.force {
         match &existing {
-            ExistingStore::WithAccount => {
+            ExistingStore::Readable(store) if store.account.is_some() => {
                 return Err(ConvertError::SqliteAccountExists {
                     path: location.sqlite_store(),
                 })
             }
-            ExistingStore::Unreadable(detail) => {
+            ExistingStore::Unreadable { reason, .. } => {
                 return Err(ConvertError::SqliteUnreadable {
                     path: location.sqlite_store(),
-                    detail: detail.clone(),
+                    detail: reason.to_string(),
                 })
             }
-            ExistingStore::None | ExistingStore::WithoutAccount => {}
+            ExistingStore::None | ExistingStore::Readable(_) => {}
         }
     }
 

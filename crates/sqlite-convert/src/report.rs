@@ -5,7 +5,7 @@ use serde::Serialize;
 use sled_store::DamagedEntry;
 
 use crate::error::ConvertError;
-use crate::sqlite_target::ExistingStore;
+use crate::existing::ExistingStore;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TreeCount {
@@ -94,12 +94,7 @@ impl ConvertReport {
             bot_sdk_device_id,
             curve25519: String::new(),
             ed25519: String::new(),
-            existing_sqlite_store: match existing {
-                ExistingStore::None => "none",
-                ExistingStore::WithoutAccount => "without-account",
-                ExistingStore::WithAccount => "with-account",
-                ExistingStore::Unreadable(_) => "unreadable",
-            },
+            existing_sqlite_store: existing.presence(),
             trees: Vec::new(),
             damaged: Vec::new(),
             distinct_room_keys: 0,

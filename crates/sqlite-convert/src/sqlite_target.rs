@@ -16,39 +16,6 @@ use sled_store::locate::SQLITE_STORE_NAME;
 
 use crate::error::ConvertError;
 
-/// What already sits where the converted store goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExistingStore {
-    None,
-    /// A SQLite store without an Olm account (the new bot never got as far as creating one).
-    WithoutAccount,
-    /// A SQLite store holding an account: the upgraded bot already ran, or a convert finished.
-    WithAccount,
-    /// A file of that name that SQLite cannot read (or an encrypted store we cannot look into).
-    Unreadable(String),
-}
-
-/// Looks at an existing SQLite store read-only: the `account` row of its `kv` table (a plain key in
-/// every schema version of matrix-sdk-sqlite, encrypted or not).
-pub fn existing_store(crypto_store_dir: &Path) -> ExistingStore {
-    let path = crypto_store_dir.join(SQLITE_STORE_NAME);
-    if !path.exists() {
-        return ExistingStore::None;
-    }
-    let flags =
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let result = rusqlite::Connection::open_with_flags(&path, flags).and_then(|conn| {
-        conn.query_row("SELECT count(*) FROM kv WHERE key = 'account'", [], |row| {
-            row.get::<_, i64>(0)
-        })
-    });
-    match result {
-        Ok(0) => ExistingStore::WithoutAccount,
-        Ok(_) => ExistingStore::WithAccount,
-        Err(e) => ExistingStore::Unreadable(e.to_string()),
-    }
-}
-
 const TEMP_PREFIX: &str = ".sqlite-convert-";
 const TEMP_SUFFIX: &str = ".incomplete";
 
