@@ -72,6 +72,7 @@ pub async fn write_case(case: &str, dir: &Path, args: &Args) -> Result<()> {
         "damaged-plain" => damaged(case, dir, None).await,
         "legacy-libolm" => damage::legacy_store(case, dir),
         "msgpack-cipher" => msgpack_cipher(case, dir).await,
+        "half-upgraded" => half_upgraded(case, dir).await,
         other => bail!("unknown case {other}"),
     }
 }
@@ -231,6 +232,38 @@ fn write_expected(dir: &Path, header: Value, keys_jsonl: &Path) -> Result<()> {
     Ok(())
 }
 
+/// bot-sdk 0.6.5 → 0.6.6 gone wrong: an unencrypted store (DB version 5, values in the clear,
+/// written by the genuine 0.6 crates) to which 0.6.6 added its MessagePack store cipher before its
+/// migration failed on the first plaintext value (`Json("missing field version")`). The v7-cipher
+/// program adds that cipher with the genuine matrix-sdk-store-encryption 0.7; nothing else changes.
+async fn half_upgraded(case: &str, dir: &Path) -> Result<()> {
+    standard(case, dir, Plan { passphrase: None, sessions: 6, rooms: 2, events_per_session: 1, event_sessions: 0, olm: false, secrets: false }).await?;
+    run_v7_cipher(&["--half-upgrade"], dir)?;
+    let expected_path = dir.join("expected.json");
+    let mut expected: Value = serde_json::from_slice(&std::fs::read(&expected_path)?)?;
+    expected["passphrase"] = json!("");
+    expected["has_cipher"] = json!(true);
+    expected["cipher_format"] = json!("msgpack");
+    std::fs::write(&expected_path, serde_json::to_vec_pretty(&expected)?)?;
+    Ok(())
+}
+
+/// Runs the v7-cipher program (its own workspace: the 0.7 store encryption) on a case folder.
+fn run_v7_cipher(args: &[&str], dir: &Path) -> Result<()> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("v7-cipher").join("Cargo.toml");
+    let status = std::process::Command::new("cargo")
+        .args(["run", "--release", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--")
+        .args(args)
+        .arg(dir)
+        .status()?;
+    if !status.success() {
+        bail!("the v7-cipher writer failed");
+    }
+    Ok(())
+}
+
 /// bot-sdk 0.6.6–0.7.1 (crypto-nodejs beta.6, DB version 7, MessagePack store cipher). The sessions
 /// and their pickles come from the genuine 0.6 crates here; the store itself is laid out by the
 /// v7-cipher program on the genuine matrix-sdk-store-encryption 0.7 (which exports MessagePack).
@@ -255,16 +288,7 @@ async fn msgpack_cipher(case: &str, dir: &Path) -> Result<()> {
     keys_out.flush()?;
     pickles.flush()?;
     drop((keys_out, pickles));
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("v7-cipher").join("Cargo.toml");
-    let status = std::process::Command::new("cargo")
-        .args(["run", "--release", "--quiet", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--")
-        .arg(dir)
-        .status()?;
-    if !status.success() {
-        bail!("the v7-cipher writer failed");
-    }
+    run_v7_cipher(&[], dir)?;
     let mut h = header(case, Some(""), 7);
     h["cipher_format"] = json!("msgpack");
     h["identity_keys"] = json!({"curve25519": identity.curve25519.to_base64(), "ed25519": identity.ed25519.to_base64()});

@@ -25,6 +25,7 @@ pub const SMALL_CASES: &[&str] = &[
     "empty",
     "legacy-libolm",
     "msgpack-cipher",
+    "half-upgraded",
 ];
 
 pub struct Args {

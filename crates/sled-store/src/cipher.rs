@@ -21,6 +21,15 @@ pub enum CipherFormat {
 }
 
 impl CipherFormat {
+    /// How an exported cipher was serialized: a JSON object starts with `{`, a MessagePack map of
+    /// named fields does not.
+    pub fn of_export(exported: &[u8]) -> Option<CipherFormat> {
+        match exported.first()? {
+            b'{' => Some(CipherFormat::Json),
+            _ => Some(CipherFormat::MessagePack),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CipherFormat::Json => "json",
@@ -77,13 +86,13 @@ impl std::fmt::Debug for StoreCipher {
 impl StoreCipher {
     /// Unwraps the exported cipher with the passphrase (PBKDF2-HMAC-SHA256, then XChaCha20-Poly1305).
     pub fn unlock(exported: &[u8], passphrase: &str) -> Result<Self, CipherError> {
-        let (parsed, format) = match exported.first() {
-            Some(b'{') => (
+        let (parsed, format) = match CipherFormat::of_export(exported) {
+            Some(CipherFormat::Json) => (
                 serde_json::from_slice::<EncryptedStoreCipher>(exported)
                     .map_err(|e| CipherError::Malformed(format!("JSON store cipher: {e}")))?,
                 CipherFormat::Json,
             ),
-            Some(_) => (
+            Some(CipherFormat::MessagePack) => (
                 rmp_serde::from_slice::<EncryptedStoreCipher>(exported).map_err(|e| {
                     CipherError::Malformed(format!("MessagePack store cipher: {e}"))
                 })?,

@@ -9,6 +9,7 @@
 pub mod cipher;
 pub mod error;
 mod fast_json;
+pub mod inspect;
 pub mod locate;
 pub mod lock;
 mod memory;

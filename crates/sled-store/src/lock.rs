@@ -34,6 +34,17 @@ impl SourceLock {
         })
     }
 
+    /// A read-only handle on `db` that takes no lock at all: for `inspect`, which must never keep
+    /// the bot from starting (or restarting) while it reads.
+    pub fn without_locking(db_file: &Path) -> Result<Self, OpenError> {
+        let file = File::open(db_file)
+            .map_err(|e| OpenError::io(format!("cannot open {}", db_file.display()), e))?;
+        Ok(SourceLock {
+            _file: file,
+            path: db_file.to_owned(),
+        })
+    }
+
     /// True when some process holds an exclusive lock (the bot), without keeping any lock.
     pub fn is_held_elsewhere(db_file: &Path) -> Result<bool, OpenError> {
         match SourceLock::acquire(db_file) {

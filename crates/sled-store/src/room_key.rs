@@ -231,7 +231,7 @@ pub(crate) fn decode_entry(_key: &[u8], value: &[u8], cipher: Option<&StoreCiphe
 
 /// An encrypted value is a JSON object whose fields are `version`, `ciphertext` and `nonce`; a plain
 /// pickle starts with `{"pickle":`. Looking at the first key avoids parsing the value twice.
-fn looks_encrypted(value: &[u8]) -> bool {
+pub(crate) fn looks_encrypted(value: &[u8]) -> bool {
     // On bytes: every character that matters here is ASCII, so no UTF-8 check is needed first.
     let first_key = value
         .trim_ascii_start()

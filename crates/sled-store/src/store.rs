@@ -52,28 +52,18 @@ pub struct SledStore {
 impl SledStore {
     pub fn open(location: &StoreLocation, options: OpenOptions) -> Result<Self, OpenError> {
         location.check()?;
-        let device_id = location.device_id()?;
         let lock = SourceLock::acquire(&location.sled_db_file())?;
+        Self::open_with(location, options, lock)
+    }
+
+    /// [`SledStore::open`] with the lock the caller chose (`inspect` reads without holding one).
+    pub(crate) fn open_with(location: &StoreLocation, options: OpenOptions, lock: SourceLock) -> Result<Self, OpenError> {
+        let device_id = location.device_id()?;
         let sled_dir = location.sled_dir();
-        let db = Db::open(&sled_dir).map_err(|e| OpenError::Sled { path: sled_dir.clone(), detail: e.to_string() })?;
-        let unreadable = |e: sled_readonly::PageError| OpenError::Sled { path: sled_dir.clone(), detail: e.to_string() };
-
-        let store_version = db
-            .get(sled_readonly::DEFAULT_TREE, b"store_version")
-            .map_err(unreadable)?
-            .and_then(|v| v.first().copied());
-        if let Some(version) = store_version {
-            if version <= 3 {
-                return Err(OpenError::LegacyStore { path: sled_dir, version });
-            }
-        }
-        if !db.has_tree(INBOUND_GROUP_SESSIONS.as_bytes()) {
-            return Err(OpenError::NotACryptoStore(sled_dir));
-        }
-
-        let cipher = match db.get(sled_readonly::DEFAULT_TREE, b"store_cipher\xff").map_err(unreadable)? {
+        let (db, header) = recover(location)?;
+        let cipher = match &header.exported_cipher {
             None => None,
-            Some(exported) => Some(Arc::new(StoreCipher::unlock(&exported, &options.passphrase).map_err(|e| match e {
+            Some(exported) => Some(Arc::new(StoreCipher::unlock(exported, &options.passphrase).map_err(|e| match e {
                 CipherError::WrongPassphrase => OpenError::WrongPassphrase(sled_dir.clone()),
                 CipherError::Malformed(detail) => OpenError::CorruptCipher { path: sled_dir.clone(), detail },
             })?)),
@@ -83,7 +73,7 @@ impl SledStore {
         Ok(SledStore {
             info: StoreInfo {
                 crypto_store_dir: location.crypto_store_dir.clone(),
-                store_version,
+                store_version: header.store_version,
                 cipher_format: cipher.as_ref().map(|c| c.format()),
                 device_id,
                 account_user_id,
@@ -95,6 +85,11 @@ impl SledStore {
             db,
             lock: Arc::new(lock),
         })
+    }
+
+    /// The Sled database as recovered (its format version, its tree names).
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
     }
 
     pub fn info(&self) -> &StoreInfo {
@@ -111,7 +106,7 @@ impl SledStore {
     /// decoding over the cores with encryption, leaving the reader thread only the walk through
     /// the tree, and no value is copied). Unreadable ranges come as `LeafItem::Lost`.
     pub fn session_leaves(&self, start_after: Option<Vec<u8>>) -> LeafScanner {
-        self.leaves(INBOUND_GROUP_SESSIONS, start_after)
+        self.leaves(INBOUND_GROUP_SESSIONS.as_bytes(), start_after)
     }
 
     /// The store cipher, if the store has one: what [`crate::decode_value`] needs.
@@ -122,20 +117,48 @@ impl SledStore {
     /// Streams the entries of any tree, each decoded by `decode`, in Sled key order. A tree the
     /// store lacks yields nothing.
     pub fn entries<T>(&self, tree: &'static str, decode: Decoder<T>, start_after: Option<Vec<u8>>) -> TreeScanner<T> {
-        TreeScanner::new(self.leaves(tree, start_after), decode, self.cipher.clone())
+        TreeScanner::new(self.leaves(tree.as_bytes(), start_after), decode, self.cipher.clone())
     }
 
-    fn leaves(&self, tree: &'static str, start_after: Option<Vec<u8>>) -> LeafScanner {
+    pub(crate) fn leaves(&self, tree: &[u8], start_after: Option<Vec<u8>>) -> LeafScanner {
         let start = match &start_after {
             Some(key) => Bound::Excluded(key.as_slice()),
             None => Bound::Unbounded,
         };
-        LeafScanner::new(sled_readonly::Scan::new(self.db.clone(), tree.as_bytes(), start), self.lock.clone())
+        LeafScanner::new(sled_readonly::Scan::new(self.db.clone(), tree, start), self.lock.clone())
     }
 }
 
+/// What the default tree says about the store before its cipher is unlocked.
+pub(crate) struct Header {
+    pub store_version: Option<u8>,
+    pub exported_cipher: Option<zeroize::Zeroizing<Vec<u8>>>,
+}
+
+/// Recovers the Sled database read-only and reads its header, refusing what is no crypto store of
+/// ours (a pre-0.6 one, another Sled database).
+pub(crate) fn recover(location: &StoreLocation) -> Result<(Arc<Db>, Header), OpenError> {
+    let sled_dir = location.sled_dir();
+    let db = Db::open(&sled_dir).map_err(|e| OpenError::Sled { path: sled_dir.clone(), detail: e.to_string() })?;
+    let unreadable = |e: sled_readonly::PageError| OpenError::Sled { path: sled_dir.clone(), detail: e.to_string() };
+    let store_version = db
+        .get(sled_readonly::DEFAULT_TREE, b"store_version")
+        .map_err(unreadable)?
+        .and_then(|v| v.first().copied());
+    if let Some(version) = store_version {
+        if version <= 3 {
+            return Err(OpenError::LegacyStore { path: sled_dir, version });
+        }
+    }
+    if !db.has_tree(INBOUND_GROUP_SESSIONS.as_bytes()) {
+        return Err(OpenError::NotACryptoStore(sled_dir));
+    }
+    let exported_cipher = db.get(sled_readonly::DEFAULT_TREE, b"store_cipher\xff").map_err(unreadable)?;
+    Ok((db, Header { store_version, exported_cipher }))
+}
+
 /// Bytes of every file under `dir`: what reading the store means for the disk.
-fn folder_bytes(dir: &std::path::Path) -> u64 {
+pub(crate) fn folder_bytes(dir: &std::path::Path) -> u64 {
     tree_copy::list_tree(dir)
         .map(|tree| tree.files.iter().map(|f| f.metadata.len()).sum())
         .unwrap_or(0)

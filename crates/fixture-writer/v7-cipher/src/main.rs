@@ -3,6 +3,11 @@
 //! Output: CASE_DIR/store/matrix-sdk-crypto, a version-7 store as crypto-nodejs beta.6 laid it out:
 //! the store cipher exported by genuine matrix-sdk-store-encryption 0.7 (MessagePack), values
 //! sealed with its `encrypt_value`, keys hashed with its `hash_key` (room ‖ session).
+//!
+//! `--half-upgrade CASE_DIR`: what bot-sdk 0.6.6 leaves in an unencrypted 0.6.5 store whose
+//! migration fails: its store cipher (exported by the genuine 0.7 code for the passphrase `""`, as
+//! MessagePack) added to the default tree, and nothing else changed — the DB version and every
+//! plaintext value stay as the 0.6 code wrote them.
 
 use anyhow::{Context, Result};
 use matrix_sdk_store_encryption::StoreCipher;
@@ -10,7 +15,13 @@ use matrix_sdk_store_encryption::StoreCipher;
 const TABLE: &str = "crypto-store-inbound-group-sessions";
 
 fn main() -> Result<()> {
-    let dir = std::path::PathBuf::from(std::env::args().nth(1).context("usage: fixture-writer-v7-cipher CASE_DIR")?);
+    let usage = "usage: fixture-writer-v7-cipher [--half-upgrade] CASE_DIR";
+    let first = std::env::args().nth(1).context(usage)?;
+    if first == "--half-upgrade" {
+        let dir = std::path::PathBuf::from(std::env::args().nth(2).context(usage)?);
+        return half_upgrade(&dir);
+    }
+    let dir = std::path::PathBuf::from(first);
     let passphrase = "";
     let db = sled::Config::new().path(dir.join("store").join("matrix-sdk-crypto")).open()?;
     let cipher = StoreCipher::new()?;
@@ -36,6 +47,14 @@ fn main() -> Result<()> {
     db.flush()?;
     std::fs::remove_file(dir.join("pickles.jsonl"))?;
     std::fs::remove_file(dir.join("account.json"))?;
+    Ok(())
+}
+
+fn half_upgrade(dir: &std::path::Path) -> Result<()> {
+    let db = sled::Config::new().path(dir.join("store").join("matrix-sdk-crypto")).open()?;
+    anyhow::ensure!(db.get(b"store_cipher\xff")?.is_none(), "the store already has a store cipher");
+    db.insert(b"store_cipher\xff", StoreCipher::new()?.export("")?)?;
+    db.flush()?;
     Ok(())
 }
 
