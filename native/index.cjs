@@ -849,6 +849,7 @@ module.exports.decryptMegolmExport = nativeBinding.decryptMegolmExport
 module.exports.encryptMegolmExport = nativeBinding.encryptMegolmExport
 module.exports.formatChecksums = nativeBinding.formatChecksums
 module.exports.generateBackupKey = nativeBinding.generateBackupKey
+module.exports.inspectStore = nativeBinding.inspectStore
 module.exports.lockStore = nativeBinding.lockStore
 module.exports.openKeyFileStream = nativeBinding.openKeyFileStream
 module.exports.openSessionStream = nativeBinding.openSessionStream

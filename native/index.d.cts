@@ -188,6 +188,17 @@ export declare function formatChecksums(files: Array<FileChecksum>): string
 /** A fresh backup key from the OS CSPRNG. */
 export declare function generateBackupKey(): BackupKey
 
+export interface InspectRequest {
+  cryptoStorePath: string
+  /** The Sled store passphrase (default ""). */
+  passphrase?: string
+  /** The SQLite store's passphrase (default: the Sled one, as matrix-bot-sdk passes "" to both). */
+  sqlitePassphrase?: string
+}
+
+/** The report as JSON (`Inspection` in src/pipeline/inspect.ts). */
+export declare function inspectStore(request: InspectRequest): Promise<string>
+
 export interface KeyDigest {
   roomId: string
   sessionId: string

@@ -5,6 +5,7 @@
 mod backup;
 mod convert;
 mod errors;
+mod inspect;
 mod job;
 mod lock;
 mod pool;
@@ -14,6 +15,7 @@ mod verify;
 
 pub use backup::*;
 pub use convert::*;
+pub use inspect::*;
 pub use lock::*;
 pub use stream::*;
 pub use tree::*;

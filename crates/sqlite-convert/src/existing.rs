@@ -25,7 +25,7 @@ use sled_store::locate::SQLITE_STORE_NAME;
 pub const KNOWN_SCHEMA_VERSION: u8 = 9;
 
 /// The public half of an Olm account: who it is and the identity keys its device publishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AccountKeys {
     pub user_id: String,
     pub device_id: String,

@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod existing;
+pub mod inspect;
 pub mod report;
 pub mod sled_entries;
 pub mod sqlite_target;
