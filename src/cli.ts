@@ -21,11 +21,12 @@ import { TOOL_VERSION } from './version.js';
 import { DeleteDeviceCommand } from './commands/delete-device.js';
 import { EnableCommand } from './commands/enable.js';
 import { ExtractCommand } from './commands/extract.js';
+import { InspectCommand } from './commands/inspect.js';
 import { UploadCommand } from './commands/upload.js';
 import { VerifyCommand } from './commands/verify.js';
 
 
-export const COMMANDS = [BackupCommand, RestoreCommand, ExtractCommand, EnableCommand, UploadCommand, VerifyCommand, AllCommand, DeleteDeviceCommand, ConvertCommand];
+export const COMMANDS = [InspectCommand, BackupCommand, RestoreCommand, ExtractCommand, EnableCommand, UploadCommand, VerifyCommand, AllCommand, DeleteDeviceCommand, ConvertCommand];
 
 export async function run(argv: string[]): Promise<number> {
   const cli = new Cli({ binaryLabel: 'sled-migration-tool', binaryName: 'sled-migration-tool', binaryVersion: TOOL_VERSION, enableCapture: false });
