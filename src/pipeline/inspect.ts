@@ -141,7 +141,8 @@ export async function inspectServer(client: MatrixClient, local: LocalInspection
   const oldDevice = local.account?.device_id ?? local.sled.account_device_id ?? null;
   let published: string | null = null;
   let publishedIs: ServerInspection['published_key_is'] = null;
-  if (local.sqlite.state === 'same-device-other-keys' && local.account) {
+  // Only the token's own user is asked about: another user's keys would be a federation request.
+  if (local.sqlite.state === 'same-device-other-keys' && local.account && local.account.user_id === me.user_id) {
     published = (await publishedDeviceKeys(client, local.account.user_id, local.account.device_id))?.ed25519 ?? null;
     publishedIs = published === local.account.ed25519 ? 'sled' : published === local.sqlite.account?.ed25519 ? 'sqlite' : 'neither';
   }
