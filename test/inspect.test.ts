@@ -11,6 +11,8 @@ import { runCli } from './helpers/cli.js';
 import { committedFixture, committedFixtureNames, copyFixture, holdStoreLock, treeHashes, type Fixture } from './helpers/fixtures.js';
 import { api, freshUser, useSynapse, type WithSynapse } from './helpers/homeserver.js';
 import { tempDir } from './helpers/migration.js';
+import { MatrixClient } from '../src/matrix/client.js';
+import { inspectServer, recommend, type LocalInspection } from '../src/pipeline/inspect.js';
 
 const test = anyTest as TestFn<WithSynapse>;
 useSynapse(test);
@@ -170,4 +172,28 @@ test('inspect with a homeserver: whoami, the backup and whether its key is ours,
   t.false(theirs.stdout.includes(user.accessToken) || theirs.stderr.includes(user.accessToken));
   const recovery = await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8');
   for (const line of recovery.split('\n').filter((l) => l.startsWith('recovery_key'))) t.false(theirs.stdout.includes(line.split(': ')[1]!));
+});
+
+test('same device ID, other identity keys: inspect asks the homeserver which Ed25519 key it publishes for the device', async (t) => {
+  const { synapse } = t.context;
+  const user = await freshUser(synapse);
+  const device = await synapse.login(user, 'UPGRADED');
+  const sled = { user_id: user.userId, device_id: 'UPGRADED', curve25519: 'c'.repeat(43), ed25519: 'SledSledSledSledSledSledSledSledSledSledSle' };
+  const sqlite = { ...sled, curve25519: 'd'.repeat(43), ed25519: 'SqliteSqliteSqliteSqliteSqliteSqliteSqliteS' };
+  // The upgraded bot published its new account's keys for the old device ID.
+  const upload = await api(synapse, device.accessToken, 'POST', '/_matrix/client/v3/keys/upload', {
+    device_keys: { user_id: user.userId, device_id: 'UPGRADED', algorithms: ['m.olm.v1.curve25519-aes-sha2', 'm.megolm.v1.aes-sha2'], keys: { 'curve25519:UPGRADED': sqlite.curve25519, 'ed25519:UPGRADED': sqlite.ed25519 }, signatures: {} },
+  });
+  t.is(upload.status, 200, JSON.stringify(upload.json));
+  const local = {
+    sled: { account_device_id: 'UPGRADED' },
+    account: sled,
+    sqlite: { path: 'x', state: 'same-device-other-keys', schema_version: 9, encrypted: true, room_keys: 0, account: sqlite, unreadable: null },
+  } as unknown as LocalInspection;
+  const client = new MatrixClient(synapse.baseUrl, device.accessToken);
+  const server = await inspectServer(client, local, await tempDir(t));
+  t.is(server.published_ed25519, sqlite.ed25519);
+  t.is(server.published_key_is, 'sqlite');
+  t.true(server.old_device_registered);
+  t.regex(recommend(local, server).line, /^merge: the upgraded bot already made a new account under device UPGRADED .*the server publishes the new SQLite account's Ed25519 key/);
 });
