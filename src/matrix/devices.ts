@@ -1,22 +1,5 @@
-/** Read-only looks at the account's devices: is one still registered, which keys it publishes. */
+/** Which identity keys the homeserver publishes for a device (`POST /keys/query`). */
 import type { MatrixClient } from './client.js';
-import { MatrixError } from './errors.js';
-
-export interface Device {
-  device_id: string;
-  display_name?: string;
-  last_seen_ts?: number;
-}
-
-/** GET /devices/{id}: the device, or null when the account has no such device (404). */
-export async function getDevice(client: MatrixClient, deviceId: string): Promise<Device | null> {
-  try {
-    return await client.request<Device>('GET', `/_matrix/client/v3/devices/${encodeURIComponent(deviceId)}`, { expect: [404] });
-  } catch (e) {
-    if (e instanceof MatrixError && e.status === 404) return null;
-    throw e;
-  }
-}
 
 interface KeysQueryResponse {
   device_keys?: Record<string, Record<string, { keys?: Record<string, string> }>>;

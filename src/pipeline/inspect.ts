@@ -6,9 +6,9 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { MIGRATION_FILES } from '../config.js';
-import { whoami } from '../matrix/account.js';
+import { getDevice, whoami } from '../matrix/account.js';
 import type { MatrixClient } from '../matrix/client.js';
-import { getDevice, publishedDeviceKeys } from '../matrix/devices.js';
+import { publishedDeviceKeys } from '../matrix/devices.js';
 import { currentBackup } from '../matrix/key-backup.js';
 import { call, native } from '../store/native.js';
 
