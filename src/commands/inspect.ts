@@ -15,13 +15,17 @@ export class InspectCommand extends HomeserverCommand {
     ],
   });
 
+  // The homeserver's side is optional: without HOMESERVER_URL and ACCESS_TOKEN only the folder is inspected.
+  static override homeserverRequired = false;
+
   sqlitePassphrase = Option.String('--sqlite-passphrase', { description: 'Passphrase of an existing SQLite store (SQLITE_PASSPHRASE, default: the store passphrase, "" as matrix-bot-sdk passes)' });
 
   protected async perform(): Promise<number> {
     const loc = this.locations();
     const foundBy = setting(this.cryptoStorePath, 'CRYPTO_STORE_PATH') ? 'CRYPTO_STORE_PATH' : 'STORAGE_PATH/encrypted';
     const local = await inspectLocal(loc.cryptoStorePath, loc.storePassphrase, setting(this.sqlitePassphrase, 'SQLITE_PASSPHRASE'));
-    const server = this.homeserverGiven() ? await inspectServer(this.client(), local, loc.migrationDir) : null;
+    const client = this.optionalClient();
+    const server = client ? await inspectServer(client, local, loc.migrationDir) : null;
     const recommended = recommend(local, server);
     const steps = estimate(local, recommended.path);
     const { sled } = local;
@@ -42,10 +46,6 @@ export class InspectCommand extends HomeserverCommand {
     });
     this.describe(loc.cryptoStorePath, foundBy, local, server, recommended.line, steps);
     return 0;
-  }
-
-  private homeserverGiven(): boolean {
-    return Boolean(setting(this.homeserverUrl, 'HOMESERVER_URL')) && Boolean(setting(this.accessToken, 'ACCESS_TOKEN'));
   }
 
   private describe(storePath: string, foundBy: string, local: LocalInspection, server: ServerInspection | null, recommendation: string, steps: StepEstimate[]) {
