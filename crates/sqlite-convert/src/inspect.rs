@@ -8,7 +8,9 @@ use serde::Serialize;
 use sled_store::inspect::StoreSummary;
 use sled_store::{OpenError, StoreLocation};
 
-use crate::existing::{read_existing_blocking, sled_account_keys, AccountKeys, ExistingStore, Relation};
+use crate::existing::{
+    read_existing_blocking, sled_account_keys, AccountKeys, ExistingStore, Relation,
+};
 
 #[derive(Debug, Serialize)]
 pub struct Inspection {
@@ -34,7 +36,11 @@ pub struct SqliteStoreReport {
     pub unreadable: Option<(&'static str, String)>,
 }
 
-pub fn inspect(crypto_store_dir: &Path, sled_passphrase: &str, sqlite_passphrase: Option<&str>) -> Result<Inspection, OpenError> {
+pub fn inspect(
+    crypto_store_dir: &Path,
+    sled_passphrase: &str,
+    sqlite_passphrase: Option<&str>,
+) -> Result<Inspection, OpenError> {
     let location = StoreLocation::new(crypto_store_dir);
     let (sled, store) = sled_store::inspect::inspect(&location, sled_passphrase)?;
     let account = store.as_ref().and_then(sled_account_keys);
@@ -44,11 +50,15 @@ pub fn inspect(crypto_store_dir: &Path, sled_passphrase: &str, sqlite_passphrase
         (ExistingStore::None, _) => Relation::NoStore.as_str(),
         (ExistingStore::Unreadable { .. }, _) => Relation::Unreadable.as_str(),
         (_, Some(sled_account)) => existing.relation(sled_account).as_str(),
-        (ExistingStore::Readable(found), None) if found.account.is_none() => Relation::NoAccount.as_str(),
+        (ExistingStore::Readable(found), None) if found.account.is_none() => {
+            Relation::NoAccount.as_str()
+        }
         (ExistingStore::Readable(_), None) => "unknown",
     };
     let sqlite = match existing {
-        ExistingStore::None => SqliteStoreReport::empty(location.sqlite_store().display().to_string(), state),
+        ExistingStore::None => {
+            SqliteStoreReport::empty(location.sqlite_store().display().to_string(), state)
+        }
         ExistingStore::Readable(found) => SqliteStoreReport {
             path: found.path.display().to_string(),
             state,
@@ -63,11 +73,23 @@ pub fn inspect(crypto_store_dir: &Path, sled_passphrase: &str, sqlite_passphrase
             ..SqliteStoreReport::empty(path.display().to_string(), state)
         },
     };
-    Ok(Inspection { sled, account, sqlite })
+    Ok(Inspection {
+        sled,
+        account,
+        sqlite,
+    })
 }
 
 impl SqliteStoreReport {
     fn empty(path: String, state: &'static str) -> Self {
-        SqliteStoreReport { path, state, schema_version: None, encrypted: None, room_keys: None, account: None, unreadable: None }
+        SqliteStoreReport {
+            path,
+            state,
+            schema_version: None,
+            encrypted: None,
+            room_keys: None,
+            account: None,
+            unreadable: None,
+        }
     }
 }

@@ -13,12 +13,9 @@ use matrix_sdk_crypto::store::CryptoStore;
 use matrix_sdk_crypto::{DecryptionSettings, EncryptionSyncChanges, OlmMachine, TrustRequirement};
 use matrix_sdk_sqlite::SqliteCryptoStore;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use sqlite_convert::{convert_async, ConvertError, ConvertOptions, ConvertReport};
 
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../test/fixtures")
-}
+mod common;
 
 struct Case {
     _tmp: tempfile::TempDir,
@@ -28,20 +25,9 @@ struct Case {
 
 /// A private copy of a fixture's store (convert writes its SQLite store beside the Sled one).
 fn case(name: &str) -> Case {
-    let src = fixtures_dir().join(name);
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(src.join("store"))
-        .arg(&store)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let expected =
-        serde_json::from_slice(&std::fs::read(src.join("expected.json")).unwrap()).unwrap();
+    let (_tmp, store, expected) = common::copy_fixture(name);
     Case {
-        _tmp: tmp,
+        _tmp,
         store,
         expected,
     }
@@ -64,31 +50,9 @@ async fn run(options: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
     convert_async(options, &mut |_| {}).await
 }
 
-/// Every file under `dir` (SQLite files aside) with its SHA-256.
+/// The Sled store's files and bot-sdk.json (SQLite files aside) with their SHA-256.
 fn hash_tree(dir: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.join("matrix-sdk-crypto")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(p.clone(), hex(&Sha256::digest(std::fs::read(&p).unwrap())));
-            }
-        }
-    }
-    out.insert(
-        dir.join("bot-sdk.json"),
-        hex(&Sha256::digest(
-            std::fs::read(dir.join("bot-sdk.json")).unwrap(),
-        )),
-    );
-    out
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    common::hash_files(&[dir.join("matrix-sdk-crypto"), dir.join("bot-sdk.json")])
 }
 
 fn settings() -> DecryptionSettings {
@@ -288,7 +252,7 @@ async fn check_as_the_bot(c: &Case, report: &ConvertReport) {
 /// The damaged ones convert with --skip-errors; the pre-0.6 libolm store is refused.
 #[tokio::test]
 async fn converted_stores_open_as_the_same_bot_with_every_key() {
-    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
+    let mut names: Vec<String> = std::fs::read_dir(common::fixtures_dir())
         .unwrap()
         .flatten()
         .filter(|e| e.path().join("expected.json").is_file())

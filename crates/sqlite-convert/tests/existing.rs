@@ -8,7 +8,6 @@ use matrix_sdk_common::ruma::{OwnedDeviceId, OwnedUserId};
 use matrix_sdk_crypto::olm::Account;
 use matrix_sdk_crypto::store::{CryptoStore, PendingChanges};
 use matrix_sdk_sqlite::SqliteCryptoStore;
-use sha2::{Digest, Sha256};
 use sled_store::{OpenOptions, SledStore, StoreLocation};
 use sqlite_convert::existing::{
     read_existing, sled_account_keys, AccountKeys, ExistingStore, ReadableStore, Relation,
@@ -16,41 +15,13 @@ use sqlite_convert::existing::{
 };
 use sqlite_convert::{convert_async, ConvertOptions};
 
-/// A private copy of a committed fixture's crypto store folder.
-fn fixture(name: &str) -> (tempfile::TempDir, PathBuf, serde_json::Value) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../test/fixtures")
-        .join(name);
-    let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join("store");
-    assert!(std::process::Command::new("cp")
-        .arg("-a")
-        .arg(src.join("store"))
-        .arg(&store)
-        .status()
-        .unwrap()
-        .success());
-    let expected =
-        serde_json::from_slice(&std::fs::read(src.join("expected.json")).unwrap()).unwrap();
-    (tmp, store, expected)
-}
+mod common;
 
-/// Every file under `dir` with its SHA-256: what "nothing written, nothing created" is checked on.
+use common::copy_fixture as fixture;
+
+/// Every file under `dir`: the SQLite store, its -wal/-shm if any, the Sled store, bot-sdk.json.
 fn hash_tree(dir: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let digest = Sha256::digest(std::fs::read(&p).unwrap());
-                out.insert(p, digest.iter().map(|b| format!("{b:02x}")).collect());
-            }
-        }
-    }
-    out
+    common::hash_files(&[dir.to_owned()])
 }
 
 fn sled_keys(store: &Path, passphrase: &str) -> AccountKeys {
