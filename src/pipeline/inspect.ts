@@ -110,10 +110,10 @@ export const MEASURED_RATES = {
   verifyKeysPerSecond: 14_005,
 } as const;
 
-export type Path = 'convert' | 'merge' | 'all' | 'none';
+export type MigrationPath = 'convert' | 'merge' | 'all' | 'none';
 
 export interface Recommendation {
-  path: Path;
+  path: MigrationPath;
   /** One line: what to run and why. */
   line: string;
 }
@@ -203,7 +203,7 @@ export function recommend(local: LocalInspection, server: ServerInspection | nul
   return { path: 'convert', line: `convert${damaged}: keeps device ${account.device_id} and every key; the upgraded bot opens the result directly` };
 }
 
-export function estimate(local: LocalInspection, path: Path): StepEstimate[] {
+export function estimate(local: LocalInspection, path: MigrationPath): StepEstimate[] {
   const keys = roomKeys(local);
   const r = MEASURED_RATES;
   const backup = { step: 'backup', seconds: local.sled.disk_bytes / r.backupBytesPerSecond };
