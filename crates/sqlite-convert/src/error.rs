@@ -46,6 +46,24 @@ pub enum ConvertError {
         user: String,
         device: String,
     },
+    #[error("there is no SQLite crypto store at {path} to merge into")]
+    SqliteMissing { path: PathBuf },
+    #[error("{path} cannot be merged into: {detail}")]
+    SqliteUnusable { path: PathBuf, detail: String },
+    #[error("{path} is in use: {detail}")]
+    SqliteInUse { path: PathBuf, detail: String },
+    #[error("the SQLite store's account is device {device} with other identity keys than the Sled store's (ed25519 {sqlite_ed25519} there, {sled_ed25519} in the Sled store): the upgraded bot made a new account under the old device ID")]
+    SameDeviceOtherKeys {
+        device: String,
+        sled_ed25519: String,
+        sqlite_ed25519: String,
+    },
+    #[error("the merged store does not read back as merged: {0}")]
+    MergeCheckFailed(String),
+    #[error("{0}")]
+    KeyFile(String),
+    #[error("{0}")]
+    ExportPassphrase(String),
 }
 
 impl ConvertError {
@@ -60,6 +78,14 @@ impl ConvertError {
             ConvertError::Write(_) | ConvertError::Io { .. } => "IO_ERROR",
             ConvertError::CheckFailed(_) => "CONVERT_CHECK_FAILED",
             ConvertError::BotSdkDevice { .. } | ConvertError::TokenDevice { .. } => "WRONG_DEVICE",
+            ConvertError::SqliteMissing { .. } => "SQLITE_STORE_MISSING",
+            ConvertError::SqliteUnusable { .. } | ConvertError::SameDeviceOtherKeys { .. } => {
+                "SQLITE_STORE_UNUSABLE"
+            }
+            ConvertError::SqliteInUse { .. } => "SQLITE_IN_USE",
+            ConvertError::MergeCheckFailed(_) => "MERGE_CHECK_FAILED",
+            ConvertError::KeyFile(_) => "KEY_FILE",
+            ConvertError::ExportPassphrase(_) => "WRONG_PASSPHRASE",
         }
     }
 
@@ -74,6 +100,13 @@ impl ConvertError {
             ConvertError::CheckFailed(_) => "nothing was put in place; report this with the output of convert --dry-run",
             ConvertError::BotSdkDevice { .. } => "set \"deviceId\" in bot-sdk.json to the account's device (the one the old bot ran as) and give the bot an access token of that device, or use the server-side backup path (sled-migration-tool all); nothing was written",
             ConvertError::TokenDevice { .. } => "log in for the store's device (POST /_matrix/client/v3/login with \"device_id\" set to it, docs/convert.md) and give the bot and ACCESS_TOKEN that token; nothing was written",
+            ConvertError::SqliteMissing { .. } => "merge is for a bot already running matrix-bot-sdk 0.8: check CRYPTO_STORE_PATH; a bot not upgraded yet takes convert instead",
+            ConvertError::SqliteUnusable { .. } => "check SQLITE_PASSPHRASE (matrix-bot-sdk 0.8 uses \"\") and CRYPTO_STORE_PATH; nothing was written",
+            ConvertError::SameDeviceOtherKeys { .. } => "peers know the device by the Sled store's keys and reject the new ones: run convert --force, which brings the old account back, merges this store's room keys into it and has the bot publish the old keys again (docs/convert.md); merge --force merges into the new account instead",
+            ConvertError::SqliteInUse { .. } => "stop the bot and run merge again; if it is stopped and only its log is left, --force merges with the log (never while the bot runs: what it writes meanwhile is lost)",
+            ConvertError::MergeCheckFailed(_) => "nothing was put in place; report this with the output of merge --dry-run",
+            ConvertError::KeyFile(_) => "give --from an extracted-keys.json, a JSON array of exported keys, or an Element key export",
+            ConvertError::ExportPassphrase(_) => "give the export's passphrase (EXPORT_PASSPHRASE or --export-passphrase-file)",
         }
     }
 

@@ -129,6 +129,21 @@ pub enum Relation {
 }
 
 impl Relation {
+    /// How a store's account relates to the Sled store's (or to any account the store should be).
+    pub fn between(account: &AccountKeys, sled_account: &AccountKeys) -> Relation {
+        if account.user_id != sled_account.user_id {
+            Relation::OtherUser
+        } else if account.device_id != sled_account.device_id {
+            Relation::OtherDevice
+        } else if account.curve25519 == sled_account.curve25519
+            && account.ed25519 == sled_account.ed25519
+        {
+            Relation::Converted
+        } else {
+            Relation::SameDeviceOtherKeys
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Relation::NoStore => "none",
@@ -153,17 +168,7 @@ impl ExistingStore {
         let Some(account) = &store.account else {
             return Relation::NoAccount;
         };
-        if account.user_id != sled_account.user_id {
-            Relation::OtherUser
-        } else if account.device_id != sled_account.device_id {
-            Relation::OtherDevice
-        } else if account.curve25519 == sled_account.curve25519
-            && account.ed25519 == sled_account.ed25519
-        {
-            Relation::Converted
-        } else {
-            Relation::SameDeviceOtherKeys
-        }
+        Relation::between(account, sled_account)
     }
 
     /// `none`, `without-account`, `with-account`, `unreadable`: what `convert` reports it found.

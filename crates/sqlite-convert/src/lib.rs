@@ -13,6 +13,7 @@
 pub mod error;
 pub mod existing;
 pub mod inspect;
+pub mod merge;
 pub mod report;
 pub mod sled_entries;
 pub mod sqlite_target;
@@ -26,6 +27,7 @@ use sled_store::{Decoder, OpenOptions, ScanItem, SledStore, StoreLocation, TreeS
 
 pub use error::ConvertError;
 use existing::{read_existing, ExistingStore};
+pub use merge::{merge, merge_async, MergeOptions, MergeReport, MergeSource};
 pub use report::{ConvertReport, DamagedRecord, TreeCount};
 use sled_entries::AccountEntry;
 use sqlite_target::TempStore;
@@ -87,11 +89,18 @@ pub fn convert(
     options: &ConvertOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ConvertReport, ConvertError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    on_this_thread(convert_async(options, progress))
+}
+
+/// Runs `work` to its end on the calling thread: matrix-sdk-sqlite is async, the callers are not.
+fn on_this_thread<T>(
+    work: impl std::future::Future<Output = Result<T, ConvertError>>,
+) -> Result<T, ConvertError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ConvertError::io("cannot start the async runtime", e))?;
-    runtime.block_on(convert_async(options, progress))
+        .map_err(|e| ConvertError::io("cannot start the async runtime", e))?
+        .block_on(work)
 }
 
 pub async fn convert_async(
@@ -364,8 +373,19 @@ pub async fn convert_async(
             .await?;
         check_written(&report, &written, tracked_users)?;
         let stamp = report::timestamp();
-        report.moved_aside = t.finish(dir, &stamp)?;
+        let sled_db = dir.join(sled_store::locate::SLED_DIR_NAME).join("db");
+        report.moved_aside = t.finish(dir, "before-convert", &stamp, &sled_db)?;
         report.written = Some(location.sqlite_store());
+        if let Some(replaced) = report.moved_aside.clone() {
+            report.same_device_repair = merge::repair_same_device(
+                dir,
+                &replaced,
+                &report,
+                options.sqlite_passphrase.as_deref(),
+                progress,
+            )
+            .await?;
+        }
     }
     Ok(report)
 }
@@ -482,7 +502,7 @@ async fn save(target: Option<&TempStore>, changes: Changes) -> Result<(), Conver
 }
 
 /// Up to `n` decoded entries; damaged ones are recorded in `tally` (or stop the run when strict).
-fn next_chunk<T>(
+pub(crate) fn next_chunk<T>(
     scanner: &mut TreeScanner<T>,
     n: usize,
     tally: &mut TreeCount,

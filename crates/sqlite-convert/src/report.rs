@@ -21,6 +21,22 @@ pub struct TreeCount {
 }
 
 impl TreeCount {
+    pub(crate) fn new(tree: &'static str) -> Self {
+        TreeCount {
+            tree,
+            converted: 0,
+            damaged: 0,
+            left_behind: 0,
+            reason: None,
+            records: Vec::new(),
+        }
+    }
+
+    /// The damaged entries recorded so far, moved out.
+    pub(crate) fn take_records(&mut self) -> Vec<DamagedRecord> {
+        std::mem::take(&mut self.records)
+    }
+
     /// Records a damaged entry, or, when not skipping errors, stops the run on it.
     pub fn damaged(
         &mut self,
@@ -76,6 +92,9 @@ pub struct ConvertReport {
     pub has_cross_signing_identity: bool,
     pub written: Option<std::path::PathBuf>,
     pub moved_aside: Option<std::path::PathBuf>,
+    /// When the store moved aside was a new account under the same device ID (the upgraded bot's
+    /// first start): its room keys merged into the restored account, which republishes its keys.
+    pub same_device_repair: Option<crate::MergeReport>,
     /// Why Sled's own open would refuse the store that was converted anyway.
     pub sled_would_refuse: Vec<String>,
 }
@@ -103,6 +122,7 @@ impl ConvertReport {
             has_cross_signing_identity: false,
             written: None,
             moved_aside: None,
+            same_device_repair: None,
             sled_would_refuse,
         }
     }
@@ -116,14 +136,7 @@ impl ConvertReport {
     }
 
     pub(crate) fn tree(&self, tree: &'static str) -> TreeCount {
-        TreeCount {
-            tree,
-            converted: 0,
-            damaged: 0,
-            left_behind: 0,
-            reason: None,
-            records: Vec::new(),
-        }
+        TreeCount::new(tree)
     }
 
     pub(crate) fn put(&mut self, mut count: TreeCount) {

@@ -4,7 +4,6 @@
 //! folder, which the next run removes; the bot never sees half a store.
 
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use matrix_sdk_common::ruma::{OwnedDeviceId, UserId};
@@ -23,30 +22,77 @@ const TEMP_SUFFIX: &str = ".incomplete";
 /// unless [`TempStore::finish`] moved it into place.
 pub struct TempStore {
     dir: PathBuf,
-    store: Option<SqliteCryptoStore>,
+    store: Option<Arc<SqliteCryptoStore>>,
     passphrase: Option<String>,
 }
 
 impl TempStore {
+    /// A new, empty store (convert).
     pub async fn create(
         crypto_store_dir: &Path,
         passphrase: Option<&str>,
     ) -> Result<Self, ConvertError> {
+        let mut temp = Self::folder(crypto_store_dir, passphrase)?;
+        temp.store = Some(Arc::new(temp.open().await?));
+        Ok(temp)
+    }
+
+    /// A copy of an existing store (merge): its file `original`, and its write-ahead log where
+    /// one holds frames (only with --force: the bot may be writing), copied into a temporary folder
+    /// in `crypto_store_dir`. The original is only read. The copy is opened by
+    /// [`TempStore::open_copy`].
+    pub fn copy_of(
+        crypto_store_dir: &Path,
+        original: &Path,
+        passphrase: Option<&str>,
+    ) -> Result<Self, ConvertError> {
+        let temp = Self::folder(crypto_store_dir, passphrase)?;
+        let copy = temp.db_path();
+        for suffix in ["", "-wal"] {
+            let from = with_suffix(original, suffix);
+            if suffix.is_empty() || std::fs::metadata(&from).is_ok_and(|m| m.len() > 0) {
+                std::fs::copy(&from, with_suffix(&copy, suffix))
+                    .map_err(|e| ConvertError::io(format!("cannot copy {}", from.display()), e))?;
+            }
+        }
+        Ok(temp)
+    }
+
+    /// Opens the copy made by [`TempStore::copy_of`] with the genuine 0.9 code (which migrates an
+    /// older schema forward, on the copy); its error is the caller's to name.
+    pub async fn open_copy(
+        &mut self,
+    ) -> Result<Arc<SqliteCryptoStore>, matrix_sdk_sqlite::OpenStoreError> {
+        let store = Arc::new(SqliteCryptoStore::open(&self.dir, self.passphrase.as_deref()).await?);
+        self.store = Some(store.clone());
+        Ok(store)
+    }
+
+    /// The database file inside the temporary folder.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join(SQLITE_STORE_NAME)
+    }
+
+    fn folder(crypto_store_dir: &Path, passphrase: Option<&str>) -> Result<Self, ConvertError> {
         remove_abandoned(crypto_store_dir);
-        let dir =
-            crypto_store_dir.join(format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", std::process::id()));
+        // One process can hold two (convert's store, then the copy a repair merges into).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = match n {
+            0 => format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", std::process::id()),
+            n => format!("{TEMP_PREFIX}{}-{n}{TEMP_SUFFIX}", std::process::id()),
+        };
+        let dir = crypto_store_dir.join(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| ConvertError::io(format!("cannot remove {}", dir.display()), e))?;
         }
         create_private_dir(&dir)?;
-        let mut temp = TempStore {
+        Ok(TempStore {
             dir,
             store: None,
             passphrase: passphrase.map(str::to_owned),
-        };
-        temp.store = Some(temp.open().await?);
-        Ok(temp)
+        })
     }
 
     async fn open(&self) -> Result<SqliteCryptoStore, ConvertError> {
@@ -88,6 +134,14 @@ impl TempStore {
             .map_err(write_error)
     }
 
+    /// Closes the store and reopens it as the bot would (same passphrase, genuine 0.9 code).
+    pub async fn reopen(&mut self) -> Result<Arc<SqliteCryptoStore>, ConvertError> {
+        self.close();
+        let store = Arc::new(self.open().await?);
+        self.store = Some(store.clone());
+        Ok(store)
+    }
+
     /// Closes the store and reopens it as matrix-bot-sdk 0.8 does at start: the genuine 0.9
     /// `SqliteCryptoStore::open` with the passphrase the bot passes, then `OlmMachine::with_store`
     /// for the user and the device it will start as (the device `bot-sdk.json` names, checked equal
@@ -97,8 +151,8 @@ impl TempStore {
         user_id: &str,
         device_id: &str,
     ) -> Result<WrittenStore, ConvertError> {
+        let store = self.reopen().await?;
         self.close();
-        let store = Arc::new(self.open().await?);
         let room_keys = store
             .inbound_group_session_counts(None)
             .await
@@ -142,22 +196,25 @@ impl TempStore {
     }
 
     /// Moves the finished store into `crypto_store_dir`. An existing store is first renamed to
-    /// `matrix-sdk-crypto.sqlite3.before-convert-<stamp>` (with its `-wal`/`-shm`), never deleted.
+    /// `matrix-sdk-crypto.sqlite3.<aside>-<stamp>` (`before-convert`, `before-merge`; with its
+    /// `-wal`/`-shm`), never deleted. The store is given to the owner of `owner_of` (the bot's
+    /// user: the Sled store, or the store it replaces).
     pub fn finish(
         mut self,
         crypto_store_dir: &Path,
+        aside: &str,
         stamp: &str,
+        owner_of: &Path,
     ) -> Result<Option<PathBuf>, ConvertError> {
         self.close();
-        let written = self.dir.join(SQLITE_STORE_NAME);
+        let written = self.db_path();
         checkpoint(&written)?;
-        give_to_the_bot(&written, crypto_store_dir)?;
+        give_to_the_bot(&written, owner_of)?;
         fsync(&written)?;
         let target = crypto_store_dir.join(SQLITE_STORE_NAME);
         let mut moved_aside = None;
         if target.exists() {
-            let aside =
-                crypto_store_dir.join(format!("{SQLITE_STORE_NAME}.before-convert-{stamp}"));
+            let aside = crypto_store_dir.join(format!("{SQLITE_STORE_NAME}.{aside}-{stamp}"));
             for suffix in ["-wal", "-shm"] {
                 let side = with_suffix(&target, suffix);
                 if side.exists() {
@@ -232,26 +289,27 @@ fn checkpoint(db: &Path) -> Result<(), ConvertError> {
     )))
 }
 
-/// The store holds the bot's keys: 0600, and owned by whoever owns the Sled store (the bot's user),
-/// so a conversion run as root leaves a store the bot can open.
-fn give_to_the_bot(file: &Path, crypto_store_dir: &Path) -> Result<(), ConvertError> {
+/// The store holds the bot's keys: 0600, and owned by whoever owns `owner_of` (the bot's user), so
+/// a run as root leaves a store the bot can open.
+fn give_to_the_bot(file: &Path, owner_of: &Path) -> Result<(), ConvertError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| ConvertError::io(format!("cannot restrict {}", file.display()), e))?;
-    let owner = std::fs::metadata(
-        crypto_store_dir
-            .join(sled_store::locate::SLED_DIR_NAME)
-            .join("db"),
-    )
-    .map_err(|e| ConvertError::io("cannot read the owner of the Sled store", e))?;
+    let owner = std::fs::metadata(owner_of).map_err(|e| {
+        ConvertError::io(
+            format!("cannot read the owner of {}", owner_of.display()),
+            e,
+        )
+    })?;
     let me = std::fs::metadata(file)
         .map_err(|e| ConvertError::io(format!("cannot read {}", file.display()), e))?;
     if (me.uid(), me.gid()) != (owner.uid(), owner.gid()) {
         std::os::unix::fs::chown(file, Some(owner.uid()), Some(owner.gid())).map_err(|e| {
             ConvertError::io(
                 format!(
-                    "cannot give {} to the owner of the Sled store (uid {})",
+                    "cannot give {} to the owner of {} (uid {})",
                     file.display(),
+                    owner_of.display(),
                     owner.uid()
                 ),
                 e,
@@ -261,7 +319,7 @@ fn give_to_the_bot(file: &Path, crypto_store_dir: &Path) -> Result<(), ConvertEr
     Ok(())
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
@@ -306,6 +364,9 @@ fn remove_abandoned(crypto_store_dir: &Path) {
             continue;
         };
         let alive = pid
+            .split('-')
+            .next()
+            .unwrap_or_default()
             .parse::<i32>()
             .map(|pid| unsafe { libc::kill(pid, 0) } == 0)
             .unwrap_or(false);

@@ -3,62 +3,24 @@
 //! matrix-sdk-sqlite 0.9.0's `SqliteCryptoStore`, opened with the passphrase the bot passes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use matrix_sdk_common::ruma::api::client::sync::sync_events::DeviceLists;
 use matrix_sdk_common::ruma::serde::Raw;
 use matrix_sdk_common::ruma::{OwnedDeviceId, OwnedUserId, RoomId};
 use matrix_sdk_crypto::store::CryptoStore;
-use matrix_sdk_crypto::{DecryptionSettings, EncryptionSyncChanges, OlmMachine, TrustRequirement};
+use matrix_sdk_crypto::{EncryptionSyncChanges, OlmMachine};
 use matrix_sdk_sqlite::SqliteCryptoStore;
 use serde_json::Value;
 use sqlite_convert::{convert_async, ConvertError, ConvertOptions, ConvertReport};
 
 mod common;
 
-struct Case {
-    _tmp: tempfile::TempDir,
-    store: PathBuf,
-    expected: Value,
-}
-
-/// A private copy of a fixture's store (convert writes its SQLite store beside the Sled one).
-fn case(name: &str) -> Case {
-    let (_tmp, store, expected) = common::copy_fixture(name);
-    Case {
-        _tmp,
-        store,
-        expected,
-    }
-}
-
-impl Case {
-    fn options(&self) -> ConvertOptions {
-        let mut o = ConvertOptions::new(&self.store);
-        if let Some(p) = self.expected["passphrase"].as_str() {
-            o.sled_passphrase = p.to_owned();
-        }
-        o
-    }
-    fn sqlite(&self) -> PathBuf {
-        self.store.join("matrix-sdk-crypto.sqlite3")
-    }
-}
+use common::{case, hash_tree, settings, Case};
 
 async fn run(options: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
     convert_async(options, &mut |_| {}).await
-}
-
-/// The Sled store's files and bot-sdk.json (SQLite files aside) with their SHA-256.
-fn hash_tree(dir: &Path) -> BTreeMap<PathBuf, String> {
-    common::hash_files(&[dir.join("matrix-sdk-crypto"), dir.join("bot-sdk.json")])
-}
-
-fn settings() -> DecryptionSettings {
-    DecryptionSettings {
-        sender_device_trust_requirement: TrustRequirement::Untrusted,
-    }
 }
 
 /// The device matrix-bot-sdk 0.8 starts as: `deviceId` in the crypto folder's bot-sdk.json.
