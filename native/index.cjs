@@ -855,5 +855,6 @@ module.exports.openKeyFileStream = nativeBinding.openKeyFileStream
 module.exports.openSessionStream = nativeBinding.openSessionStream
 module.exports.startConvert = nativeBinding.startConvert
 module.exports.startFingerprintScan = nativeBinding.startFingerprintScan
+module.exports.startMerge = nativeBinding.startMerge
 module.exports.startTreeCopy = nativeBinding.startTreeCopy
 module.exports.startTreeVerify = nativeBinding.startTreeVerify

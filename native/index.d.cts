@@ -9,9 +9,13 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A conversion or a merge running on its own thread. */
 export declare class ConvertJob {
   progress(): ConvertProgress
-  /** The report as JSON (`ConvertReport` in src/pipeline/convert.ts). */
+  /**
+   * The report as JSON (`ConvertReport` in src/pipeline/convert.ts, `MergeReport` in
+   * src/pipeline/merge.ts).
+   */
   wait(): Promise<string>
 }
 
@@ -222,6 +226,20 @@ export interface KeyFileStreamOptions {
 
 export declare function lockStore(cryptoStorePath: string): StoreLock
 
+export interface MergeRequest {
+  cryptoStorePath: string
+  /** The Sled store passphrase. */
+  passphrase?: string
+  /** The SQLite store's passphrase (matrix-bot-sdk 0.8 passes ""). */
+  sqlitePassphrase: string
+  /** Merge the keys of this file instead of the Sled store's. */
+  keyFile?: string
+  exportPassphrase?: string
+  dryRun: boolean
+  skipErrors: boolean
+  force: boolean
+}
+
 export interface MissingKey {
   roomId: string
   sessionId: string
@@ -290,6 +308,8 @@ export declare function startConvert(request: ConvertRequest): ConvertJob
  * stream's, and starts reading it on a thread of its own.
  */
 export declare function startFingerprintScan(options: FingerprintScanOptions): Promise<StoreFingerprints>
+
+export declare function startMerge(request: MergeRequest): ConvertJob
 
 /** Copies `source` to `destination` (which must not exist), hashing every byte in the same pass. */
 export declare function startTreeCopy(source: string, destination: string): TreeJob

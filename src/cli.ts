@@ -16,6 +16,7 @@ import { AllCommand } from './commands/all.js';
 import { BackupCommand } from './commands/backup.js';
 import { ConvertCommand } from './commands/convert.js';
 import { writeJsonResult } from './commands/base.js';
+import { MergeCommand } from './commands/merge.js';
 import { RestoreCommand } from './commands/restore.js';
 import { TOOL_VERSION } from './version.js';
 import { DeleteDeviceCommand } from './commands/delete-device.js';
@@ -26,7 +27,7 @@ import { UploadCommand } from './commands/upload.js';
 import { VerifyCommand } from './commands/verify.js';
 
 
-export const COMMANDS = [InspectCommand, BackupCommand, RestoreCommand, ExtractCommand, EnableCommand, UploadCommand, VerifyCommand, AllCommand, DeleteDeviceCommand, ConvertCommand];
+export const COMMANDS = [InspectCommand, BackupCommand, RestoreCommand, ExtractCommand, EnableCommand, UploadCommand, VerifyCommand, AllCommand, DeleteDeviceCommand, ConvertCommand, MergeCommand];
 
 export async function run(argv: string[]): Promise<number> {
   const cli = new Cli({ binaryLabel: 'sled-migration-tool', binaryName: 'sled-migration-tool', binaryVersion: TOOL_VERSION, enableCapture: false });

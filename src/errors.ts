@@ -38,6 +38,10 @@ export const EXIT_CODES = {
   CONVERT_CHECK_FAILED: 17,
   WRONG_DEVICE: 18,
   RUN_LOCKED: 19,
+  SQLITE_STORE_MISSING: 20,
+  SQLITE_STORE_UNUSABLE: 21,
+  SQLITE_IN_USE: 22,
+  MERGE_CHECK_FAILED: 23,
   INTERRUPTED: 130,
 } as const;
 
@@ -65,6 +69,10 @@ const EXIT_MEANINGS: Record<number, string> = {
   17: 'the written SQLite store does not hold what was written',
   18: 'the bot would start as another device than the store\'s (bot-sdk.json or the access token)',
   19: 'another run is using the same folder',
+  20: 'there is no SQLite crypto store to merge into',
+  21: 'the SQLite crypto store cannot be merged into as it is',
+  22: 'the SQLite crypto store is in use',
+  23: 'the merged SQLite store does not hold what was merged',
   130: 'interrupted',
 };
 

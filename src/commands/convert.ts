@@ -77,6 +77,9 @@ export class ConvertCommand extends HomeserverCommand {
       backup_version: report.backup_version,
       written: report.written,
       moved_aside: report.moved_aside,
+      same_device_repair: report.same_device_repair
+        ? { added: report.same_device_repair.added, improved: report.same_device_repair.improved, already_present: report.same_device_repair.already_present, republishes_device_keys: report.same_device_repair.republishes_device_keys }
+        : null,
       sqlite_passphrase_is_empty: sqlitePassphrase === '',
       token_checked: tokenOwner !== undefined,
       ...(report.damaged.length ? { failed_output: failedOutputPath } : {}),
@@ -119,6 +122,10 @@ export class ConvertCommand extends HomeserverCommand {
       return;
     }
     if (r.moved_aside) out.info(`the SQLite store that was there is kept as ${r.moved_aside}`);
+    const repair = r.same_device_repair;
+    if (repair) {
+      out.result(`that store was a new account under the same device ${r.device_id} (ed25519 ${repair.sled_account?.ed25519}): restored the old account (ed25519 ${r.ed25519}, the keys peers know) and merged the replaced store's ${repair.read} room keys into it (added ${repair.added}, improved ${repair.improved}, already present ${repair.already_present}); on its next start the bot publishes the old keys again`);
+    }
     out.result(`wrote ${r.written}: start the upgraded bot (matrix-bot-sdk 0.8) with an access token of device ${r.device_id}; it opens this store as that device`);
     out.warn(OLD_BOT_WARNING);
   }

@@ -5,11 +5,7 @@ import type { UploadStepResult } from '../steps/upload.js';
 import { uploadStep } from '../steps/upload.js';
 import { DEFAULT_BODY_LIMIT } from '../pipeline/upload.js';
 import { HomeserverCommand } from './homeserver.js';
-import { exportPassphrase, exportPassphraseFileOption } from './export-passphrase.js';
-import { ToolError } from '../errors.js';
-import type { KeyFileSource } from '../store/sessions.js';
-import { promises as fs } from 'node:fs';
-import path from 'node:path';
+import { exportPassphraseFileOption, keyFileSource } from './export-passphrase.js';
 
 /** Options shared by `upload` and `all`. */
 export const uploadOptions = () => ({
@@ -63,28 +59,10 @@ export class UploadCommand extends HomeserverCommand {
       skipErrors: this.skipErrors,
       failedOutput: this.failedOutput,
       restart: this.restart,
-      from: this.from ? await this.keyFile(this.from) : undefined,
+      from: this.from ? await keyFileSource(this.from, this.exportPassphraseFile) : undefined,
     });
     printUpload(this.out, result);
     this.record(uploadFields(result));
     return 0;
-  }
-
-  private async keyFile(file: string): Promise<KeyFileSource> {
-    const keyFile = path.resolve(file);
-    let head = '';
-    try {
-      const handle = await fs.open(keyFile, 'r');
-      try {
-        const { bytesRead, buffer } = await handle.read(Buffer.alloc(64), 0, 64, 0);
-        head = buffer.subarray(0, bytesRead).toString('latin1');
-      } finally {
-        await handle.close();
-      }
-    } catch (e) {
-      throw new ToolError('KEY_FILE', `cannot read ${keyFile} (${(e as NodeJS.ErrnoException).code ?? e})`, 'check the path given to --from');
-    }
-    const isExport = head.startsWith('-----BEGIN MEGOLM SESSION DATA-----');
-    return { keyFile, exportPassphrase: isExport ? await exportPassphrase(this.exportPassphraseFile, false) : undefined };
   }
 }

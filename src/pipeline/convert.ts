@@ -5,6 +5,7 @@
  * list what was left behind.
  */
 import type { Output } from '../log.js';
+import type { MergeReport } from './merge.js';
 import { JsonArrayFile } from '../migration/json-array-file.js';
 import { call, native } from '../store/native.js';
 import { warnSledWouldRefuse, type StoreSource } from '../store/sessions.js';
@@ -42,6 +43,8 @@ export interface ConvertReport {
   has_cross_signing_identity: boolean;
   written: string | null;
   moved_aside: string | null;
+  /** The store moved aside was a new account under the same device ID: its keys merged back. */
+  same_device_repair: MergeReport | null;
   sled_would_refuse: string[];
 }
 

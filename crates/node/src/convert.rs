@@ -36,10 +36,40 @@ pub struct ConvertProgress {
     pub done: i64,
 }
 
+/// A conversion or a merge running on its own thread.
 #[napi]
 pub struct ConvertJob {
     progress: Arc<Mutex<ConvertProgress>>,
     done: Outcome<String>,
+}
+
+impl ConvertJob {
+    /// Runs `work` on its own thread; its progress is polled, its report (as JSON) awaited.
+    pub(crate) fn spawn<R: serde::Serialize>(
+        name: &'static str,
+        work: impl FnOnce(&mut dyn FnMut(Progress)) -> std::result::Result<R, ConvertError>
+            + Send
+            + 'static,
+    ) -> Result<Self> {
+        let progress = Arc::new(Mutex::new(ConvertProgress::default()));
+        let shared = progress.clone();
+        let done = Outcome::spawn(name, move || {
+            let mut report_progress = |p: Progress| {
+                if let Ok(mut slot) = shared.lock() {
+                    *slot = ConvertProgress {
+                        stage: p.tree.into(),
+                        done: p.entries as i64,
+                    };
+                }
+            };
+            work(&mut report_progress)
+                .map_err(convert_error)
+                .and_then(|report| {
+                    serde_json::to_string(&report).map_err(|e| Error::from_reason(e.to_string()))
+                })
+        })?;
+        Ok(ConvertJob { progress, done })
+    }
 }
 
 fn convert_error(e: ConvertError) -> Error {
@@ -59,24 +89,9 @@ pub fn start_convert(request: ConvertRequest) -> Result<ConvertJob> {
     options.skip_errors = request.skip_errors;
     options.force = request.force;
 
-    let progress = Arc::new(Mutex::new(ConvertProgress::default()));
-    let shared = progress.clone();
-    let done = Outcome::spawn("convert", move || {
-        let mut report_progress = |p: Progress| {
-            if let Ok(mut slot) = shared.lock() {
-                *slot = ConvertProgress {
-                    stage: p.tree.into(),
-                    done: p.entries as i64,
-                };
-            }
-        };
-        sqlite_convert::convert(&options, &mut report_progress)
-            .map_err(convert_error)
-            .and_then(|report| {
-                serde_json::to_string(&report).map_err(|e| Error::from_reason(e.to_string()))
-            })
-    })?;
-    Ok(ConvertJob { progress, done })
+    ConvertJob::spawn("convert", move |progress| {
+        sqlite_convert::convert(&options, progress)
+    })
 }
 
 #[napi]
@@ -86,7 +101,8 @@ impl ConvertJob {
         self.progress.lock().map(|p| p.clone()).unwrap_or_default()
     }
 
-    /// The report as JSON (`ConvertReport` in src/pipeline/convert.ts).
+    /// The report as JSON (`ConvertReport` in src/pipeline/convert.ts, `MergeReport` in
+    /// src/pipeline/merge.ts).
     #[napi]
     pub async fn wait(&self) -> Result<String> {
         self.done.wait().await
