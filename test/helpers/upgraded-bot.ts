@@ -3,8 +3,12 @@
  * matrix-sdk-crypto 0.9 open the SQLite store with a passphrase, then an OlmMachine for the store's
  * user and the device in bot-sdk.json (crates/sqlite-convert/examples/open_as_bot.rs). `cargo test`
  * builds the example before ava runs; on its own, it is built here once.
+ *
+ * And the store an upgraded bot leaves beside the old Sled store, written by the genuine
+ * matrix-sdk-crypto / matrix-sdk-sqlite 0.9 (crates/sqlite-convert/examples/upgraded-bot-store.rs,
+ * the same builder as the Rust merge tests), and a bot that holds it open.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT } from './paths.js';
@@ -30,4 +34,39 @@ export function openAsTheBot(cryptoStoreDir: string, passphrase: string | null =
       }
     });
   });
+}
+
+let built: string | undefined;
+
+/** Builds the example once per test process; returns its path. */
+function example(): string {
+  if (built) return built;
+  const r = spawnSync('cargo', ['build', '--release', '--quiet', '--manifest-path', path.join(ROOT, 'Cargo.toml'), '-p', 'sqlite-convert', '--example', 'upgraded-bot-store'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) throw new Error(`building upgraded-bot-store failed (${r.status})`);
+  built = path.join(process.env.CARGO_TARGET_DIR ?? path.join(ROOT, 'target'), 'release', 'examples', 'upgraded-bot-store');
+  return built;
+}
+
+/** Writes `store/matrix-sdk-crypto.sqlite3` for `user` on `device`; returns the account's ed25519 key. */
+export function upgradedBotStore(store: string, user: string, device: string): string {
+  const r = spawnSync(example(), [store, user, device], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  if (r.status !== 0) throw new Error(`upgraded-bot-store failed (${r.status})`);
+  return r.stdout.trim();
+}
+
+/** A running bot: the store open, a write in its log. `kill()` ends it with SIGKILL (no clean close). */
+export async function runningBot(store: string): Promise<{ kill(): Promise<void> }> {
+  const child = spawn(example(), [store, '@bot:example.org', 'NEWDEVICE', '--hold'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+    child.on('exit', (code) => reject(new Error(`the holding bot exited (${code})`)));
+  });
+  return {
+    kill: () =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.on('exit', () => resolve());
+        child.kill('SIGKILL');
+      }),
+  };
 }
