@@ -146,3 +146,18 @@ test('same device ID with a new account: merge names it in one line (21); conver
   t.like(JSON.parse(repaired.stdout), { device_id: fixture.expected.device_id, distinct_room_keys: fixture.expected.keys.length, same_device_repair: { added: 1, republishes_device_keys: true } });
   t.regex(repaired.stderr, new RegExp(`restored the old account \\(ed25519 ${oldEd25519.replace(/[+/]/g, '\\$&')}`));
 });
+
+test('two merges into one store started together (separate MIGRATION_DIRs): one refused (exit 19), the keys merged once', async (t) => {
+  const fixture = generatedFixture('many', 3000, 5);
+  const { f, env } = await world(t, fixture);
+  const other = await fs.mkdtemp(path.join(os.tmpdir(), 'merge-'));
+  t.teardown(() => fs.rm(other, { recursive: true, force: true }));
+  const runs = await Promise.all([runCli(['merge', '--json'], env), runCli(['merge', '--json'], { ...env, MIGRATION_DIR: other })]);
+  const refused = runs.filter((r) => r.code === 19);
+  const done = runs.filter((r) => r.code === 0);
+  t.is(refused.length, 1, runs.map((r) => r.stderr).join('\n'));
+  t.is(done.length, 1);
+  t.regex(refused[0]!.stderr, /^error: another run is using .*`merge`/m);
+  t.like(JSON.parse(done[0]!.stdout), { added: fixture.expected.keys.length, already_present: 0 });
+  t.is(readdirSync(f.store).filter((e) => e.startsWith('matrix-sdk-crypto.sqlite3.before-merge-')).length, 1, 'one merge replaced the store');
+});

@@ -10,6 +10,7 @@ import { exportPassphraseFileOption, keyFileSource } from './export-passphrase.j
 
 export class MergeCommand extends BaseCommand {
   static override paths = [['merge']];
+  static override locks = ['migration-dir', 'crypto-store'] as const;
   static override usage = Command.Usage({
     description: 'The bot already runs matrix-bot-sdk 0.8 and lost its history: add every old room key to its SQLite store, keeping its device',
     details:
