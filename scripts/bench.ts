@@ -348,6 +348,16 @@ function measureConvert(sessions: number): ConvertResult {
   }
 }
 
+/** Sections measured by scripts of their own (scripts/bench/merge.ts): a run of this one keeps them. */
+const MERGE_START = '<!-- merge:start -->';
+const MERGE_END = '<!-- merge:end -->';
+function keptSections(): string {
+  const file = path.join(ROOT, 'docs', 'benchmarks.md');
+  const doc = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  const at = doc.indexOf(MERGE_START);
+  return at >= 0 ? `\n${doc.slice(at, doc.indexOf(MERGE_END) + MERGE_END.length)}\n` : '';
+}
+
 const CONVERT_START = '<!-- convert:start -->';
 const CONVERT_END = '<!-- convert:end -->';
 
@@ -631,7 +641,7 @@ async function main(): Promise<void> {
     const raw = JSON.parse(readFileSync(path.join(ROOT, 'docs', 'benchmarks.json'), 'utf8')) as { started: string; seconds: number; machine: string; results: SizeResult[]; bloated: BloatedResult; backup: BackupResult; convert: ConvertResult[] };
     const at = new Date(raw.started);
     writeFileSync(path.join(ROOT, 'docs', 'benchmarks.svg'), svg(raw.results));
-    writeFileSync(path.join(ROOT, 'docs', 'benchmarks.md'), `${report(raw.results, raw.bloated, raw.backup, at, raw.seconds, raw.machine).trimEnd()}\n\n${convertSection(raw.convert, at)}\n`);
+    writeFileSync(path.join(ROOT, 'docs', 'benchmarks.md'), `${report(raw.results, raw.bloated, raw.backup, at, raw.seconds, raw.machine).trimEnd()}\n\n${convertSection(raw.convert, at)}\n${keptSections()}`);
     log('rendered docs/benchmarks.md from docs/benchmarks.json');
     return;
   }
@@ -662,7 +672,7 @@ async function main(): Promise<void> {
   const outDir = quick ? mkdtempSync(path.join(os.tmpdir(), 'bench-quick-')) : path.join(ROOT, 'docs');
   writeFileSync(path.join(outDir, 'benchmarks.json'), JSON.stringify(raw, null, 2) + '\n');
   writeFileSync(path.join(outDir, 'benchmarks.svg'), svg(results));
-  writeFileSync(path.join(outDir, 'benchmarks.md'), `${report(results, b, bk, started, seconds, machine()).trimEnd()}\n\n${convertSection(conversions, started)}\n`);
+  writeFileSync(path.join(outDir, 'benchmarks.md'), `${report(results, b, bk, started, seconds, machine()).trimEnd()}\n\n${convertSection(conversions, started)}\n${keptSections()}`);
   log(`wrote ${path.join(outDir, 'benchmarks.md')}`);
 }
 
