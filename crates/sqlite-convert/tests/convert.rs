@@ -2,21 +2,20 @@
 //! 0.2), checked by what the upgraded bot runs: matrix-sdk-crypto 0.9.0's `OlmMachine` over
 //! matrix-sdk-sqlite 0.9.0's `SqliteCryptoStore`, opened with the passphrase the bot passes.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use matrix_sdk_common::ruma::api::client::sync::sync_events::DeviceLists;
 use matrix_sdk_common::ruma::serde::Raw;
 use matrix_sdk_common::ruma::{OwnedDeviceId, OwnedUserId, RoomId};
 use matrix_sdk_crypto::store::CryptoStore;
-use matrix_sdk_crypto::{EncryptionSyncChanges, OlmMachine};
+use matrix_sdk_crypto::OlmMachine;
 use matrix_sdk_sqlite::SqliteCryptoStore;
 use serde_json::Value;
 use sqlite_convert::{convert_async, ConvertError, ConvertOptions, ConvertReport};
 
 mod common;
 
+use common::olm::sync_to_device;
 use common::{case, hash_tree, settings, Case};
 
 async fn run(options: &ConvertOptions) -> Result<ConvertReport, ConvertError> {
@@ -173,28 +172,16 @@ async fn check_as_the_bot(c: &Case, report: &ConvertReport) {
             );
         }
         for message in olm["to_device"].as_array().unwrap() {
-            let raw = Raw::from_json_string(message["event"].to_string()).unwrap();
-            let (decrypted, room_keys) = machine
-                .receive_sync_changes(EncryptionSyncChanges {
-                    to_device_events: vec![raw],
-                    changed_devices: &DeviceLists::default(),
-                    one_time_keys_counts: &BTreeMap::new(),
-                    unused_fallback_keys: None,
-                    next_batch_token: None,
-                })
-                .await
-                .unwrap();
+            let (decrypted, room_keys) = sync_to_device(&machine, &message["event"]).await;
             let kind = message["kind"].as_str().unwrap();
-            let clear: Value = decrypted
+            let clear = decrypted
                 .first()
-                .unwrap_or_else(|| panic!("{kind} to-device message not decrypted"))
-                .deserialize_as()
-                .unwrap();
+                .unwrap_or_else(|| panic!("{kind} to-device message not decrypted"));
             assert_eq!(clear["type"], "m.room_key", "{kind}: {clear}");
             assert!(
                 room_keys
                     .iter()
-                    .any(|k| k.session_id == message["session_id"].as_str().unwrap()),
+                    .any(|k| k == message["session_id"].as_str().unwrap()),
                 "{kind}: the room key it carries is imported"
             );
             let events = message["events"].as_array().unwrap().clone();

@@ -149,8 +149,15 @@ impl KeyServer {
 
 /// Hands a to-device event to `m` as a sync would; returns the session IDs of the room keys it took.
 pub async fn deliver(m: &OlmMachine, event: &Value) -> Vec<String> {
+    let (_, keys) = sync_to_device(m, event).await;
+    keys
+}
+
+/// Hands a to-device event to `m` as a sync would: the decrypted events, and the session IDs of
+/// the room keys it took.
+pub async fn sync_to_device(m: &OlmMachine, event: &Value) -> (Vec<Value>, Vec<String>) {
     let raw = Raw::from_json_string(event.to_string()).unwrap();
-    let (_, keys) = m
+    let (decrypted, keys) = m
         .receive_sync_changes(EncryptionSyncChanges {
             to_device_events: vec![raw],
             changed_devices: &DeviceLists::default(),
@@ -160,7 +167,10 @@ pub async fn deliver(m: &OlmMachine, event: &Value) -> Vec<String> {
         })
         .await
         .unwrap();
-    keys.into_iter().map(|k| k.session_id).collect()
+    (
+        decrypted.iter().map(|e| e.deserialize_as().unwrap()).collect(),
+        keys.into_iter().map(|k| k.session_id).collect(),
+    )
 }
 
 /// A room message from `m`, as the room event the bot would receive, and its plaintext content.
