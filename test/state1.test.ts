@@ -45,7 +45,7 @@ test('state 1: after convert --force the server publishes the old keys again, a 
     return r.json.device_keys[botUser]?.[device]?.keys[`ed25519:${device}`];
   };
 
-  console.error("STEP 1", Date.now()); // 1. The bot on the Sled account: its keys published as the old bot had (its signed device keys,
+  // 1. The bot on the Sled account: its keys published as the old bot had (its signed device keys,
   // from the account converted by the genuine 0.9 code).
   const before = await world();
   t.is((await runCli(['convert'], before.env)).code, 0);
@@ -56,7 +56,7 @@ test('state 1: after convert --force the server publishes the old keys again, a 
   await oldBot.close();
   t.is(await published(), oldEd);
 
-  console.error("STEP 2", Date.now()); // 2. A peer queries the bot and knows the device with the old keys.
+  // 2. A peer queries the bot and knows the device with the old keys.
   const peer = await sdk.OlmMachine.initialize(new sdk.UserId(peerUser.userId), new sdk.DeviceId(peerUser.deviceId));
   const peerHttp = async (method: string, p: string, body: string) => {
     const r = await fetch(`${synapse.baseUrl}/_matrix/client/v3${p}`, { method, headers: { authorization: `Bearer ${peerUser.accessToken}`, 'content-type': 'application/json' }, body });
@@ -79,7 +79,7 @@ test('state 1: after convert --force the server publishes the old keys again, a 
   const peerKnows = async () => (await peer.getDevice(new sdk.UserId(botUser), new sdk.DeviceId(device)))?.ed25519Key?.toBase64();
   t.is(await peerKnows(), oldEd);
 
-  console.error("STEP 3", Date.now()); // 3. matrix-bot-sdk 0.8's first start beside the Sled store: a new account under the same device
+  // 3. matrix-bot-sdk 0.8's first start beside the Sled store: a new account under the same device
   // ID uploads its keys (the server now publishes them) and holds a room key of its own.
   const upgraded = await world();
   const newBot = await botMachine(synapse.baseUrl, botToken, upgraded.f.store, botUser);
@@ -90,7 +90,7 @@ test('state 1: after convert --force the server publishes the old keys again, a 
   await newBot.close();
   t.is(await published(), newEd, `the new account's uploads: ${newUpload.join(', ')}`);
 
-  console.error("STEP 4", Date.now()); // 4. The repair, as the operator runs it.
+  // 4. The repair, as the operator runs it.
   const sled = treeHashes(path.join(upgraded.f.store, 'matrix-sdk-crypto'));
   const repair = await runCli(['convert', '--force'], upgraded.env);
   t.is(repair.code, 0, repair.stderr);
@@ -98,10 +98,21 @@ test('state 1: after convert --force the server publishes the old keys again, a 
   t.deepEqual(treeHashes(path.join(upgraded.f.store, 'matrix-sdk-crypto')), sled, 'the Sled store is unchanged');
   t.truthy(readdirSync(upgraded.f.store).find((e) => e.startsWith('matrix-sdk-crypto.sqlite3.before-convert-')));
 
-  console.error("STEP 5", Date.now()); // 5. The store opens as the device with the old keys and every key of both accounts; on its next
+  // 5. The store opens as the device with the old keys and every key of both accounts; on its next
   // start the bot publishes the old keys again.
   const n = fixture.expected.keys.length;
   t.like(await openAsTheBot(upgraded.f.store), { user_id: botUser, device_id: device, ed25519: oldEd, room_keys: n + 1 });
+  // The new account's one-time keys are still on the server, signed by its (new) Ed25519 key: a
+  // peer that claims one rejects its signature and withholds the room key (measured: the repair
+  // does not drain them yet; docs/convert.md). Drained here with the bot's token, as an operator must.
+  let drained = 0;
+  for (;;) {
+    const r = await api<{ one_time_keys: Record<string, Record<string, Record<string, { fallback?: boolean }>>> }>(synapse, botToken, 'POST', '/_matrix/client/v3/keys/claim', { one_time_keys: { [botUser]: { [device]: 'signed_curve25519' } } });
+    const got = Object.values(r.json.one_time_keys[botUser]?.[device] ?? {});
+    if (got.length === 0 || got[0]!.fallback) break;
+    drained++;
+  }
+  t.true(drained > 0, 'the new account left one-time keys on the server');
   const restored = await botMachine(synapse.baseUrl, botToken, upgraded.f.store, botUser);
   t.teardown(() => restored.close());
   const republish = await restored.publish();
@@ -115,7 +126,7 @@ test('state 1: after convert --force the server publishes the old keys again, a 
   t.is(await peerKnows(), oldEd);
   const claim = await peer.getMissingSessions([new sdk.UserId(botUser)]);
   t.truthy(claim, 'the peer has no Olm session with the bot yet');
-  await peer.markRequestAsSent(claim!.id, claim!.type, await peerHttp('POST', '/keys/claim', claim!.body));
+  await peer.markRequestAsSent(claim!.id, claim!.type, await peerHttp("POST", "/keys/claim", claim!.body));
   const room = new sdk.RoomId('!after-repair:example.org');
   const toDevice = await peer.shareRoomKey(room, [new sdk.UserId(botUser)], new sdk.EncryptionSettings());
   t.is(toDevice.length, 1);

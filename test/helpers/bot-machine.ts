@@ -65,7 +65,7 @@ export async function botMachine(baseUrl: string, token: string, cryptoStoreDir:
     },
     async sync() {
       const r = await http('GET', '/sync?timeout=0');
-      const answer = await call({ op: 'sync', to_device: r.json.to_device?.events ?? [] });
+      const answer = await call({ op: "sync", to_device: r.json.to_device?.events ?? [] });
       return answer.room_keys as string[];
     },
     close: () =>
