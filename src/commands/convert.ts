@@ -6,6 +6,8 @@ import { ensurePrivateDir } from '../migration/atomic-file.js';
 import { convertStore, type ConvertReport } from '../pipeline/convert.js';
 import { ToolError } from '../errors.js';
 import { whoami } from '../matrix/account.js';
+import type { MatrixClient } from '../matrix/client.js';
+import { claimOneTimeKeys, publishedDeviceKeys } from '../matrix/devices.js';
 import { HomeserverCommand } from './homeserver.js';
 
 /** How each Sled tree is named to an operator. */
@@ -66,6 +68,7 @@ export class ConvertCommand extends HomeserverCommand {
       out: this.out,
     });
     this.describe(report, failedOutputPath, sqlitePassphrase, tokenOwner);
+    const staleOneTimeKeys = await this.claimStaleOneTimeKeys(report, client);
     this.record({
       dry_run: report.dry_run,
       user_id: report.user_id,
@@ -82,9 +85,31 @@ export class ConvertCommand extends HomeserverCommand {
         : null,
       sqlite_passphrase_is_empty: sqlitePassphrase === '',
       token_checked: tokenOwner !== undefined,
+      ...(staleOneTimeKeys !== undefined ? { stale_one_time_keys_claimed: staleOneTimeKeys } : {}),
       ...(report.damaged.length ? { failed_output: failedOutputPath } : {}),
     });
     return 0;
+  }
+
+  /**
+   * Where the server publishes other identity keys for the device than the store's (an account
+   * replaced under the same device ID), the one-time keys it holds for the device are that other
+   * account's: a peer claiming one refuses its signature and withholds its room keys. They are
+   * claimed here, before the bot starts and uploads its own (test/state1.test.ts measures both).
+   */
+  private async claimStaleOneTimeKeys(r: ConvertReport, client: MatrixClient | undefined): Promise<number | undefined> {
+    if (r.dry_run) return undefined;
+    if (!client) {
+      if (r.same_device_repair) {
+        this.out.warn(`the replaced account's one-time keys are still on the server for device ${r.device_id}, signed by its keys: peers that have no Olm session with the bot cannot reach it until they are claimed. Before starting the bot, claim them with a token of device ${r.device_id}: POST /_matrix/client/v3/keys/claim for that device until the answer is its fallback key (docs/convert.md; convert does it when HOMESERVER_URL and ACCESS_TOKEN are set). Do not run convert --force again: it would replace the merged store`);
+      }
+      return undefined;
+    }
+    const published = await publishedDeviceKeys(client, r.user_id, r.device_id);
+    if (!published?.ed25519 || published.ed25519 === r.ed25519) return 0;
+    const claimed = await claimOneTimeKeys(client, r.user_id, r.device_id);
+    this.out.result(`  the server publishes other keys for device ${r.device_id} (ed25519 ${published.ed25519}): claimed the ${claimed} one-time keys that account left there (peers would refuse them); the bot uploads fresh ones, and the old device keys, on its next start`);
+    return claimed;
   }
 
   private describe(r: ConvertReport, failedOutputPath: string, sqlitePassphrase: string, tokenOwner: { userId: string; deviceId?: string } | undefined) {
