@@ -26,6 +26,32 @@ struct Plan {
     /// Also store a backup version with its recovery key and a private cross-signing identity, as
     /// a bot that enabled both holds them; recorded in `backup_and_cross_signing`.
     secrets: bool,
+    /// What years of running add around the sessions (`long-lived`): see [`LongLived`].
+    long_lived: bool,
+}
+
+/// What a long-running bot's store holds besides its sessions, written through the genuine store
+/// as the bot writes it:
+/// - one Olm message hash per session: every room key reaches the bot in an Olm-encrypted
+///   `m.room_key`, and the 0.6 machine keeps the hash of every Olm message it decrypted (to refuse
+///   replays) for ever, in the `olm_hashes` tree;
+/// - every `RESAVE_EVERY`th session saved once more, a chunk later (a bot saves a session again when
+///   it learns more about it), so Sled's log holds dead versions between live ones.
+struct LongLived;
+
+impl LongLived {
+    const RESAVE_EVERY: usize = 5;
+
+    /// A hash as the 0.6 machine records it: the sender's Curve25519 key and the SHA-256 of the
+    /// message, both unpadded base64 (32 random bytes are as good as a digest here).
+    fn message_hash(peer: &matrix_sdk_crypto::olm::ReadOnlyAccount) -> matrix_sdk_crypto::olm::OlmMessageHash {
+        use base64::Engine;
+        let digest: [u8; 32] = rand::random();
+        matrix_sdk_crypto::olm::OlmMessageHash {
+            sender_key: peer.identity_keys().curve25519.to_base64(),
+            hash: base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest),
+        }
+    }
 }
 
 fn origin_for(i: usize) -> Origin {
@@ -56,14 +82,18 @@ pub async fn write_case(case: &str, dir: &Path, args: &Args) -> Result<()> {
     let store_dir = dir.join("store");
     std::fs::create_dir_all(&store_dir)?;
     write_bot_sdk_json(&store_dir)?;
-    let small = |passphrase, sessions, olm| Plan { passphrase, sessions, rooms: 3, events_per_session: 2, event_sessions: usize::MAX, olm, secrets: false };
+    let small = |passphrase, sessions, olm| Plan { passphrase, sessions, rooms: 3, events_per_session: 2, event_sessions: usize::MAX, olm, secrets: false, long_lived: false };
     match case {
         "plain" => standard(case, dir, small(None, 20, true)).await,
         "empty-passphrase" => standard(case, dir, small(Some(""), 20, true)).await,
         "passphrase" => standard(case, dir, Plan { secrets: true, ..small(Some("correct horse battery staple"), 10, true) }).await,
         "empty" => standard(case, dir, small(Some(""), 0, false)).await,
         "many" => {
-            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50, olm: true, secrets: false };
+            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50, olm: true, secrets: false, long_lived: false };
+            standard(case, dir, plan).await
+        }
+        "long-lived" => {
+            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50, olm: true, secrets: false, long_lived: true };
             standard(case, dir, plan).await
         }
         "bloated" => bloated(case, dir, args).await,
@@ -93,19 +123,34 @@ async fn standard(case: &str, dir: &Path, plan: Plan) -> Result<()> {
     let peers = peers();
     let rooms = room_ids(plan.rooms.max(1));
     let mut done = 0;
+    // long_lived: the previous chunk's sessions to save again, and this chunk's message hashes.
+    let mut resave = Vec::new();
     while done < plan.sessions {
         let n = (plan.sessions - done).min(5000);
         let mut chunk = Vec::with_capacity(n);
+        let mut hashes = Vec::new();
         for i in done..done + n {
             let n_events = if i < plan.event_sessions { plan.events_per_session } else { 0 };
-            let made = make_session(&peers[i % peers.len()], &rooms[i % rooms.len()], origin_for(i), n_events, i).await?;
+            let peer = &peers[i % peers.len()];
+            let made = make_session(peer, &rooms[i % rooms.len()], origin_for(i), n_events, i).await?;
             serde_json::to_writer(&mut keys_out, &expected_key(&made.inbound).await)?;
             keys_out.write_all(b"\n")?;
             events.extend(made.events);
+            if plan.long_lived {
+                hashes.push(LongLived::message_hash(peer));
+            }
             chunk.push(made.inbound);
         }
+        let again: Vec<_> = if plan.long_lived { chunk.iter().step_by(LongLived::RESAVE_EVERY).cloned().collect() } else { vec![] };
         save(&store, None, chunk).await?;
+        if plan.long_lived {
+            let inbound_group_sessions = std::mem::replace(&mut resave, again);
+            store.save_changes(matrix_sdk_crypto::store::Changes { message_hashes: hashes, inbound_group_sessions, ..Default::default() }).await?;
+        }
         done += n;
+    }
+    if !resave.is_empty() {
+        save(&store, None, resave).await?;
     }
     let olm = if plan.olm {
         let recorded = exchange::run(store, &store_dir, plan.passphrase, &identity).await?;
@@ -155,7 +200,7 @@ async fn save_backup_and_cross_signing(store: &Arc<matrix_sdk_sled::SledCryptoSt
 /// the genuine store (as a bot re-saves sessions), so Sled's log holds many dead versions of each
 /// value and the store is far bigger on disk than its live data.
 async fn bloated(case: &str, dir: &Path, args: &Args) -> Result<()> {
-    standard(case, dir, Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 10, olm: false, secrets: false }).await?;
+    standard(case, dir, Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 10, olm: false, secrets: false, long_lived: false }).await?;
     let store_dir = dir.join("store");
     let store = open_store(&store_dir, Some(""))?;
     let sessions = store.get_inbound_group_sessions().await?;
@@ -198,7 +243,7 @@ async fn mixed_upgrade(case: &str, dir: &Path) -> Result<()> {
 }
 
 async fn damaged(case: &str, dir: &Path, passphrase: Option<&'static str>) -> Result<()> {
-    standard(case, dir, Plan { passphrase, sessions: 30, rooms: 3, events_per_session: 1, event_sessions: usize::MAX, olm: false, secrets: false }).await?;
+    standard(case, dir, Plan { passphrase, sessions: 30, rooms: 3, events_per_session: 1, event_sessions: usize::MAX, olm: false, secrets: false, long_lived: false }).await?;
     let damaged = damage::damage_entries(&dir.join("store").join("matrix-sdk-crypto"), passphrase)?;
     let expected_path = dir.join("expected.json");
     let mut expected: Value = serde_json::from_slice(&std::fs::read(&expected_path)?)?;
@@ -218,8 +263,10 @@ fn write_expected(dir: &Path, header: Value, keys_jsonl: &Path) -> Result<()> {
     let head = serde_json::to_string_pretty(&header)?;
     out.write_all(head[..head.len() - 2].as_bytes())?; // drop the closing "\n}"
     out.write_all(b",\n  \"keys\": [\n")?;
-    let text = std::fs::read_to_string(keys_jsonl)?;
-    for (i, line) in text.lines().enumerate() {
+    // Streamed: a store of millions of sessions has gigabytes of keys.
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(std::fs::File::open(keys_jsonl)?));
+    for (i, line) in lines.enumerate() {
+        let line = line?;
         if i > 0 {
             out.write_all(b",\n")?;
         }
@@ -237,7 +284,7 @@ fn write_expected(dir: &Path, header: Value, keys_jsonl: &Path) -> Result<()> {
 /// migration failed on the first plaintext value (`Json("missing field version")`). The v7-cipher
 /// program adds that cipher with the genuine matrix-sdk-store-encryption 0.7; nothing else changes.
 async fn half_upgraded(case: &str, dir: &Path) -> Result<()> {
-    standard(case, dir, Plan { passphrase: None, sessions: 6, rooms: 2, events_per_session: 1, event_sessions: 0, olm: false, secrets: false }).await?;
+    standard(case, dir, Plan { passphrase: None, sessions: 6, rooms: 2, events_per_session: 1, event_sessions: 0, olm: false, secrets: false, long_lived: false }).await?;
     run_v7_cipher(&["--half-upgrade"], dir)?;
     let expected_path = dir.join("expected.json");
     let mut expected: Value = serde_json::from_slice(&std::fs::read(&expected_path)?)?;

@@ -50,7 +50,7 @@ fn parse_args() -> Result<Args> {
             "--sessions" => sessions = it.next().unwrap_or_default().parse()?,
             "--rooms" => rooms = it.next().unwrap_or_default().parse()?,
             "--rewrites" => rewrites = it.next().unwrap_or_default().parse()?,
-            "-h" | "--help" => bail!("usage: fixture-writer OUT_DIR [--case NAME]... [--sessions N] [--rooms R] [--rewrites W]\ncases: {} many bloated", SMALL_CASES.join(" ")),
+            "-h" | "--help" => bail!("usage: fixture-writer OUT_DIR [--case NAME]... [--sessions N] [--rooms R] [--rewrites W]\ncases: {} many long-lived bloated", SMALL_CASES.join(" ")),
             other if out.is_none() => out = Some(std::path::PathBuf::from(other)),
             other => bail!("unexpected argument {other}"),
         }
