@@ -837,6 +837,7 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.ConvertJob = nativeBinding.ConvertJob
 module.exports.FolderLock = nativeBinding.FolderLock
+module.exports.RoomAnswerCheck = nativeBinding.RoomAnswerCheck
 module.exports.SessionStream = nativeBinding.SessionStream
 module.exports.StoreFingerprints = nativeBinding.StoreFingerprints
 module.exports.StoreLock = nativeBinding.StoreLock

@@ -35,6 +35,16 @@ export declare class FolderLock {
   release(): void
 }
 
+export declare class RoomAnswerCheck {
+  /**
+   * The next bytes of the room's answer, as received; resolves when they are checked (so the
+   * download goes no faster than the check, and holds no more than a chunk).
+   */
+  push(chunk: Buffer): Promise<void>
+  /** The answer has ended: the room's outcome (its store keys the server did not have included). */
+  finish(): RoomCheckResult
+}
+
 export declare class SessionStream {
   /** The next batch, or `null` at the end of the store. */
   next(): Promise<SessionBatch | null>
@@ -49,10 +59,12 @@ export declare class StoreFingerprints {
   wait(): Promise<StoreScanSummary>
   /**
    * One room's store keys against the server's answer for that room (`GET
-   * /room_keys/keys/{roomId}`, its body as received), after `wait`: parsed, decrypted and
-   * compared here, so a room's thousands of entries never become JavaScript objects.
+   * /room_keys/keys/{roomId}`), after `wait`: the answer's bytes are pushed as they arrive and
+   * parsed, decrypted and compared here, so a room's entries never become JavaScript objects
+   * nor one string of the whole answer. A retried download starts a new check of the room
+   * (marking a key found twice is harmless).
    */
-  checkRoom(roomId: string, privateKey: Buffer, body: string): Promise<RoomCheckResult>
+  startRoom(roomId: string, privateKey: Buffer): RoomAnswerCheck
   /**
    * Names up to `limit` of the keys the checks did not find, reading the store once more: the
    * set holds hashes, not session IDs, and only a failed check needs the names.

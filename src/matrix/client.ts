@@ -33,8 +33,12 @@ export interface RequestOptions {
   rawBody?: string | Uint8Array<ArrayBuffer>;
   /** Statuses the caller handles itself (no retry, no ToolError). */
   expect?: number[];
-  /** Resolve to a success's body as text, unparsed (its reader checks it). */
-  textResponse?: boolean;
+  /**
+   * Hand a success's body to this reader as it arrives, instead of parsing it (a room's backup
+   * can be tens of MB); resolve to what it returns. A body cut short is retried like a reset
+   * connection: the reader is called again, from the start of a new answer.
+   */
+  readBody?(chunks: AsyncIterable<Uint8Array>): Promise<unknown>;
   /** Attempts for this request (default: the policy's); 1 for a quick look that must not hold a run up. */
   maxAttempts?: number;
   /**
@@ -87,8 +91,9 @@ export class MatrixClient {
           headers: {
             authorization: `Bearer ${this.accessToken}`,
             ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+            ...(typeof body === 'object' ? { 'content-length': String(body.length) } : {}),
           },
-          body,
+          ...(typeof body === 'object' ? uncopiedBody(body) : { body }),
           signal: AbortSignal.timeout(this.retry.timeoutMs),
         });
       } catch (e) {
@@ -106,6 +111,19 @@ export class MatrixClient {
         continue;
       }
 
+      if (response.ok && opts.readBody) {
+        const body = bodyChunks(response);
+        try {
+          return (await opts.readBody(body.chunks)) as T;
+        } catch (e) {
+          if (!body.cut) throw e;
+          if (attempt >= maxAttempts) {
+            throw new ToolError('HOMESERVER_UNREACHABLE', `the homeserver ${this.baseUrl} kept cutting its answers short`, 'check the network or proxy in front of the homeserver, then rerun');
+          }
+          await this.backoff(attempt, 'response cut short');
+          continue;
+        }
+      }
       const text = await response.text().catch(() => undefined);
       if (text === undefined) {
         // the body was cut halfway: as retryable as a reset connection
@@ -115,7 +133,6 @@ export class MatrixClient {
         await this.backoff(attempt, 'response cut short');
         continue;
       }
-      if (response.ok && opts.textResponse) return text as T;
       const json = parseJson(text);
       if (response.ok) {
         if (json === undefined) throw notMatrix(this.baseUrl, response);
@@ -163,6 +180,50 @@ export class MatrixClient {
     this.events.onRetry?.({ attempt, delayMs, reason });
     return new Promise((r) => setTimeout(r, delayMs));
   }
+}
+
+/**
+ * A byte body that fetch sends from our buffer: given a Uint8Array, undici copies it whole before
+ * sending, so each upload request in flight held its body twice (8 MiB bodies: 16 MiB a request).
+ * A stream of the same bytes, with its length declared, goes out as it is (no chunked encoding);
+ * a fresh stream per attempt, as a stream is read once.
+ */
+function uncopiedBody(bytes: Uint8Array): { body: ReadableStream<Uint8Array>; duplex: 'half' } {
+  return {
+    body: new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(bytes);
+        controller.close();
+      },
+    }),
+    duplex: 'half',
+  };
+}
+
+/** A response's body as chunks, and whether reading it failed (the connection, not the reader). */
+function bodyChunks(response: Response): { chunks: AsyncIterable<Uint8Array>; cut: boolean } {
+  const state = { cut: false, chunks: (async function* () {})() as AsyncIterable<Uint8Array> };
+  state.chunks = (async function* () {
+    if (!response.body) return;
+    const reader = response.body.getReader();
+    try {
+      for (;;) {
+        let next: ReadableStreamReadResult<Uint8Array>;
+        try {
+          next = await reader.read();
+        } catch (e) {
+          state.cut = true;
+          throw e;
+        }
+        if (next.done) return;
+        yield next.value;
+      }
+    } finally {
+      reader.releaseLock();
+      if (!state.cut) await response.body.cancel().catch(() => undefined);
+    }
+  })();
+  return state;
 }
 
 function parseJson(text: string): Record<string, unknown> | undefined {

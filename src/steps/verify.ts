@@ -6,7 +6,7 @@
  */
 import type { Output } from '../log.js';
 import type { MatrixClient } from '../matrix/client.js';
-import { currentBackup, getRoomKeysText, getSessionKey } from '../matrix/key-backup.js';
+import { currentBackup, getSessionKey, readRoomKeys } from '../matrix/key-backup.js';
 import { withCappedHeapGrowth } from '../pipeline/heap.js';
 import { call, native } from '../store/native.js';
 import { closeOnSignal, SessionBatches, warnSledWouldRefuse, type StoreSource } from '../store/sessions.js';
@@ -49,6 +49,8 @@ export interface VerifyReport {
 }
 
 const LIST_LIMIT = 50;
+/** A room's answer is checked a megabyte at a time as it arrives. */
+const ROOM_CHUNK_BYTES = 1 << 20;
 
 export async function verifyBackup(opts: VerifyOptions): Promise<VerifyReport> {
   const backup = await currentBackup(opts.client);
@@ -103,8 +105,26 @@ async function checkEveryKey(opts: VerifyOptions, report: VerifyReport, notCurre
   const verifyProgress = opts.out.progress('checking the backup');
   const total = summary.rooms.reduce((n, r) => n + r.keys, 0);
   for (const { roomId } of summary.rooms) {
-    const body = await getRoomKeysText(opts.client, opts.version, roomId);
-    const check = await call(() => scan.checkRoom(roomId, opts.privateKey, body));
+    const check = await readRoomKeys(opts.client, opts.version, roomId, async (chunks) => {
+      const room = scan.startRoom(roomId, opts.privateKey);
+      // Chunks gathered to about a megabyte: one native task each, not one per network read.
+      let gathered: Uint8Array[] = [];
+      let bytes = 0;
+      const pushGathered = async () => {
+        if (!gathered.length) return;
+        const chunk = Buffer.concat(gathered, bytes);
+        gathered = [];
+        bytes = 0;
+        await call(() => room.push(chunk));
+      };
+      for await (const chunk of chunks) {
+        gathered.push(chunk);
+        bytes += chunk.length;
+        if (bytes >= ROOM_CHUNK_BYTES) await pushGathered();
+      }
+      await pushGathered();
+      return call(() => room.finish());
+    });
     report.checked += check.checked;
     report.missingCount += check.missing;
     report.differentCount += check.different.length;

@@ -146,30 +146,38 @@ impl FingerprintSet {
     /// Checks one room against the server's entries for it. Entries the store does not have are
     /// not the store's concern and are passed over.
     pub fn check_room<'a>(&mut self, room_id: &str, server: impl IntoIterator<Item = ServerEntry<'a>>) -> RoomCheck {
-        let Some(range) = self.range(room_id) else {
-            return RoomCheck::default();
-        };
-        let mut check = RoomCheck {
-            checked: range.len() as u32,
-            ..Default::default()
-        };
+        let mut check = RoomCheck { different: self.mark_entries(room_id, server), ..Default::default() };
+        (check.checked, check.missing) = self.room_outcome(room_id);
+        check
+    }
+
+    /// Some of a room's server entries (a room's answer is checked as it streams in): marks those
+    /// found, returns those that differ from the store, with why.
+    pub fn mark_entries<'a>(&mut self, room_id: &str, server: impl IntoIterator<Item = ServerEntry<'a>>) -> Vec<(String, String)> {
+        let mut different = Vec::new();
+        if self.range(room_id).is_none() {
+            return different;
+        }
         for entry in server {
             let Some(i) = self.position(room_id, entry.session_id) else {
                 continue;
             };
             self.found[i / 64] |= 1 << (i % 64);
             match entry.fingerprint {
-                Err(why) => check
-                    .different
-                    .push((entry.session_id.to_owned(), format!("cannot be decrypted with our key: {why}"))),
-                Ok(f) if f[..16] != self.entries[i].fingerprint => check
-                    .different
-                    .push((entry.session_id.to_owned(), "differs from the store".to_owned())),
+                Err(why) => different.push((entry.session_id.to_owned(), format!("cannot be decrypted with our key: {why}"))),
+                Ok(f) if f[..16] != self.entries[i].fingerprint => different.push((entry.session_id.to_owned(), "differs from the store".to_owned())),
                 Ok(_) => {}
             }
         }
-        check.missing = range.filter(|&i| !self.was_found(i)).count() as u32;
-        check
+        different
+    }
+
+    /// After all of a room's server entries were marked: its store keys, and those not found.
+    pub fn room_outcome(&self, room_id: &str) -> (u32, u32) {
+        match self.range(room_id) {
+            Some(range) => (range.len() as u32, range.filter(|&i| !self.was_found(i)).count() as u32),
+            None => (0, 0),
+        }
     }
 
     /// Whether a store key was checked and not found on the server: for naming the missing keys

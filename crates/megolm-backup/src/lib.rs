@@ -9,6 +9,7 @@ pub mod exported_key;
 pub mod fingerprint_set;
 pub mod key_file;
 pub mod recovery_key;
+pub mod room_answer;
 
 pub use backup_data::{
     fingerprint, first_message_index_of, session_id_of, validate_exported_key, BackedUpRoomKey,
@@ -22,6 +23,7 @@ pub use exported_key::{to_json_elements, ExportedRoomKey};
 pub use fingerprint_set::{FingerprintSet, RoomCheck, ServerEntry};
 pub use key_file::{for_each_key, KeyFileError, KeyFileItem, EXPORT_HEADER};
 pub use recovery_key::{parse_any, BackupDecryptionKey, BackupPublicKey, KeyFormatError};
+pub use room_answer::{AnswerError, RawEntry, RoomAnswerSplitter};
 
 use base64::engine::general_purpose::{GeneralPurposeConfig, STANDARD_NO_PAD};
 use base64::engine::{DecodePaddingMode, GeneralPurpose};

@@ -5,9 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use std::collections::HashMap;
-
-use megolm_backup::{BackupDecryptionKey, FingerprintSet, ServerEntry, SessionData};
+use megolm_backup::{BackupDecryptionKey, FingerprintSet, RoomAnswerSplitter, ServerEntry, SessionData};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rayon::prelude::*;
@@ -72,73 +70,105 @@ pub struct MissingKey {
     pub session_id: String,
 }
 
-/// A room's answer from the server: only what the check reads.
-#[derive(serde::Deserialize)]
-struct RoomKeysBody {
-    #[serde(default)]
-    sessions: HashMap<String, ServerKey>,
-}
-
+/// A server entry's value: only what the check reads.
 #[derive(serde::Deserialize)]
 struct ServerKey {
     session_data: SessionData,
 }
 
-pub struct CheckRoom {
-    set: Arc<Mutex<FingerprintSet>>,
-    key: BackupDecryptionKey,
-    room_id: String,
-    body: String,
+/// One room's answer being checked as it arrives (`StoreFingerprints::start_room`).
+struct RoomAnswer {
+    splitter: Option<RoomAnswerSplitter>,
+    different: Vec<(String, String)>,
+    /// Bytes taken so far: a large room's parse is worth handing back to the allocator.
+    bytes: usize,
 }
 
-impl Task for CheckRoom {
-    type Output = RoomCheckResult;
-    type JsValue = RoomCheckResult;
+#[napi]
+pub struct RoomAnswerCheck {
+    set: Arc<Mutex<FingerprintSet>>,
+    key: Arc<BackupDecryptionKey>,
+    room_id: String,
+    answer: Arc<Mutex<RoomAnswer>>,
+}
 
-    fn compute(&mut self) -> Result<Self::Output> {
-        let body_bytes = self.body.len();
-        let body: RoomKeysBody = serde_json::from_str(&std::mem::take(&mut self.body)).map_err(|e| {
-            coded(
-                "NOT_A_HOMESERVER",
-                format!("the homeserver's backup of {} is not the JSON the key backup API defines ({e})", self.room_id),
-                "check that HOMESERVER_URL is the homeserver's client API and that no proxy rewrites its answers",
-            )
-        })?;
+fn not_a_backup(room_id: &str, why: impl std::fmt::Display) -> Error {
+    coded(
+        "NOT_A_HOMESERVER",
+        format!("the homeserver's backup of {room_id} is not the JSON the key backup API defines ({why})"),
+        "check that HOMESERVER_URL is the homeserver's client API and that no proxy rewrites its answers",
+    )
+}
+
+pub struct PushRoomBytes {
+    set: Arc<Mutex<FingerprintSet>>,
+    key: Arc<BackupDecryptionKey>,
+    room_id: String,
+    answer: Arc<Mutex<RoomAnswer>>,
+    chunk: Buffer,
+}
+
+impl Task for PushRoomBytes {
+    type Output = ();
+    type JsValue = ();
+
+    /// Splits off the entries these bytes complete, decrypts them on the pool and marks them.
+    fn compute(&mut self) -> Result<()> {
+        let mut answer = self.answer.lock().map_err(|_| poisoned())?;
+        answer.bytes += self.chunk.len();
+        let room_id = self.room_id.as_str();
+        let splitter = answer.splitter.as_mut().ok_or_else(|| Error::from_reason("the room's answer was already finished"))?;
+        let entries = splitter.push(&self.chunk).map_err(|e| not_a_backup(room_id, e))?;
         crate::pool::start_crypto_pool();
-        let (key, room_id) = (&self.key, self.room_id.as_str());
-        let fingerprints: Vec<(String, std::result::Result<[u8; 32], String>)> = body
-            .sessions
+        let key = &*self.key;
+        let fingerprints: Vec<(String, std::result::Result<[u8; 32], String>)> = entries
             .into_par_iter()
-            .map(|(session_id, entry)| {
-                let fingerprint = server_fingerprint(key, room_id, &session_id, &entry.session_data);
-                (session_id, fingerprint)
+            .map(|e| {
+                let fingerprint = serde_json::from_slice::<ServerKey>(&e.value)
+                    .map_err(|err| not_a_backup(room_id, err))
+                    .map(|k| server_fingerprint(key, room_id, &e.session_id, &k.session_data));
+                fingerprint.map(|f| (e.session_id, f))
             })
-            .collect();
-        let mut set = self.set.lock().map_err(|_| poisoned())?;
-        let check = set.check_room(
+            .collect::<Result<_>>()?;
+        let different = self.set.lock().map_err(|_| poisoned())?.mark_entries(
             room_id,
-            fingerprints.iter().map(|(session_id, f)| ServerEntry {
-                session_id,
-                fingerprint: f.as_ref().map(|f| *f).map_err(|e| e.as_str()),
-            }),
+            fingerprints.iter().map(|(session_id, f)| ServerEntry { session_id, fingerprint: f.as_ref().map(|f| *f).map_err(|e| e.as_str()) }),
         );
-        drop(set);
-        drop(fingerprints);
-        // The body, its parse and the decryptions were spread over several threads' glibc arenas,
-        // which keep what was freed: hand it back before the next room (1M store, rooms of 20k
-        // entries: verify's peak 287 -> 246 MB). Small rooms free too little to be worth a trim.
-        if body_bytes >= 1 << 20 {
+        answer.different.extend(different);
+        Ok(())
+    }
+
+    fn resolve(&mut self, _env: Env, _output: ()) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[napi]
+impl RoomAnswerCheck {
+    /// The next bytes of the room's answer, as received; resolves when they are checked (so the
+    /// download goes no faster than the check, and holds no more than a chunk).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn push(&self, chunk: Buffer) -> AsyncTask<PushRoomBytes> {
+        AsyncTask::new(PushRoomBytes { set: self.set.clone(), key: self.key.clone(), room_id: self.room_id.clone(), answer: self.answer.clone(), chunk })
+    }
+
+    /// The answer has ended: the room's outcome (its store keys the server did not have included).
+    #[napi]
+    pub fn finish(&self) -> Result<RoomCheckResult> {
+        let mut answer = self.answer.lock().map_err(|_| poisoned())?;
+        let splitter = answer.splitter.take().ok_or_else(|| Error::from_reason("the room's answer was already finished"))?;
+        splitter.finish().map_err(|e| not_a_backup(&self.room_id, e))?;
+        let (checked, missing) = self.set.lock().map_err(|_| poisoned())?.room_outcome(&self.room_id);
+        // The entries were parsed and decrypted on the pool's threads, whose glibc arenas keep
+        // what they freed: hand it back before the next room. Small rooms free too little to matter.
+        if answer.bytes >= 1 << 20 {
             sled_store::release_freed_memory();
         }
         Ok(RoomCheckResult {
-            checked: check.checked,
-            missing: check.missing,
-            different: check.different.into_iter().map(|(session_id, reason)| DifferentKey { session_id, reason }).collect(),
+            checked,
+            missing,
+            different: std::mem::take(&mut answer.different).into_iter().map(|(session_id, reason)| DifferentKey { session_id, reason }).collect(),
         })
-    }
-
-    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
-        Ok(output)
     }
 }
 
@@ -271,15 +301,22 @@ impl StoreFingerprints {
     }
 
     /// One room's store keys against the server's answer for that room (`GET
-    /// /room_keys/keys/{roomId}`, its body as received), after `wait`: parsed, decrypted and
-    /// compared here, so a room's thousands of entries never become JavaScript objects.
-    #[napi(ts_return_type = "Promise<RoomCheckResult>")]
-    pub fn check_room(&self, room_id: String, private_key: Buffer, body: String) -> Result<AsyncTask<CheckRoom>> {
+    /// /room_keys/keys/{roomId}`), after `wait`: the answer's bytes are pushed as they arrive and
+    /// parsed, decrypted and compared here, so a room's entries never become JavaScript objects
+    /// nor one string of the whole answer. A retried download starts a new check of the room
+    /// (marking a key found twice is harmless).
+    #[napi]
+    pub fn start_room(&self, room_id: String, private_key: Buffer) -> Result<RoomAnswerCheck> {
         let bytes: [u8; 32] = private_key
             .as_ref()
             .try_into()
             .map_err(|_| invalid_argument("a backup private key has 32 bytes"))?;
-        Ok(AsyncTask::new(CheckRoom { set: self.set.clone(), key: BackupDecryptionKey::from_bytes(bytes), room_id, body }))
+        Ok(RoomAnswerCheck {
+            set: self.set.clone(),
+            key: Arc::new(BackupDecryptionKey::from_bytes(bytes)),
+            room_id,
+            answer: Arc::new(Mutex::new(RoomAnswer { splitter: Some(RoomAnswerSplitter::new()), different: Vec::new(), bytes: 0 })),
+        })
     }
 
     /// Names up to `limit` of the keys the checks did not find, reading the store once more: the
