@@ -78,6 +78,24 @@ test('413 from a reverse proxy: request bodies halve until they pass, nothing lo
   t.deepEqual(await serverKeys(synapse, user.accessToken, await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8')), f.expected.keys.map(keyIdentity).sort());
 });
 
+test('a homeserver that spends long on every upload request: bodies grow (fewer requests), nothing lost', async (t) => {
+  const { synapse } = t.context;
+  const f = generatedFixture('many', 3000, 5);
+  const user = await freshUser(synapse);
+  const mig = await tempDir(t);
+  // 150 ms per request, one at a time, against a few ms for 64 KB of keys: as Synapse's count of a big backup.
+  const proxy = await startFaultProxy(synapse.baseUrl, { rate: 0, path: '/room_keys/keys', perRequestMs: 150 });
+  t.teardown(() => proxy.stop());
+  const r = await runCli(['all', '--json', '--body-limit', '65536', '--max-body-limit', '1048576'], envFor(f, proxy.url, user.accessToken, mig));
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stderr, /larger requests cost the homeserver \d+ µs a key instead of \d+: requests of up to [\d.]+ MiB from now on/);
+  const upload = (JSON.parse(r.stdout) as { upload: { requests: number; final_body_limit: number } }).upload;
+  t.true(upload.final_body_limit > 65536, `the limit grew (${upload.final_body_limit})`);
+  // 3000 keys of about 900 bytes at 64 KB a request would be about 45 requests.
+  t.true(upload.requests < 30, `${upload.requests} requests`);
+  t.deepEqual(await serverKeys(synapse, user.accessToken, await fs.readFile(path.join(mig, 'recovery-key.txt'), 'utf8')), f.expected.keys.map(keyIdentity).sort());
+});
+
 test('a URL that answers an HTML page is not a homeserver: exit 8, nothing written', async (t) => {
   const { synapse } = t.context;
   const f = committedFixture('plain');

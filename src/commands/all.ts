@@ -1,6 +1,7 @@
 import { Command, Option } from 'clipanion';
 import { envFlag } from '../environment.js';
 import { EXIT_CODES } from '../errors.js';
+import { bodyLimits } from '../pipeline/body-size.js';
 import { enableBackup } from '../steps/enable.js';
 import { uploadStep } from '../steps/upload.js';
 import { verifyStep } from '../steps/verify.js';
@@ -17,6 +18,7 @@ export class AllCommand extends HomeserverCommand {
 
   forceNewBackup = Option.Boolean('--force-new-backup', false, { description: 'Replace an existing backup version without asking (FORCE_NEW_BACKUP=1)' });
   bodyLimit = uploadOptions().bodyLimit;
+  maxBodyLimit = uploadOptions().maxBodyLimit;
   inFlight = uploadOptions().inFlight;
   skipErrors = uploadOptions().skipErrors;
   failedOutput = uploadOptions().failedOutput;
@@ -30,7 +32,7 @@ export class AllCommand extends HomeserverCommand {
     this.out.result(`backup version ${enabled.version} ${enabled.created ? 'created' : 'reused'}`);
     this.record({ backup_version: enabled.version, created: enabled.created, recovery_key_file: keyFile(ctx.migrationDir) });
     this.out.info('step 2/3: upload');
-    const uploaded = await uploadStep(ctx, { bodyLimit: this.bodyLimit, inFlight: Math.max(1, this.inFlight), skipErrors: this.skipErrors, failedOutput: this.failedOutput, restart: this.restart });
+    const uploaded = await uploadStep(ctx, { ...bodyLimits(this), inFlight: Math.max(1, this.inFlight), skipErrors: this.skipErrors, failedOutput: this.failedOutput, restart: this.restart });
     printUpload(this.out, uploaded);
     this.record(uploadFields(uploaded));
     this.out.info('step 3/3: verify');

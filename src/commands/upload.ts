@@ -3,13 +3,14 @@ import * as t from 'typanion';
 import type { Output } from '../log.js';
 import type { UploadStepResult } from '../steps/upload.js';
 import { uploadStep } from '../steps/upload.js';
-import { DEFAULT_BODY_LIMIT } from '../pipeline/upload.js';
+import { bodyLimits } from '../pipeline/body-size.js';
 import { HomeserverCommand } from './homeserver.js';
 import { exportPassphraseFileOption, keyFileSource } from './export-passphrase.js';
 
 /** Options shared by `upload` and `all`. */
 export const uploadOptions = () => ({
-  bodyLimit: Option.String('--body-limit', String(DEFAULT_BODY_LIMIT), { validator: t.isNumber(), description: 'Largest request body in bytes (default 2 MiB; each 413 halves it, down to what a proxy in front of the homeserver allows; larger is faster on big stores and takes more memory)' }),
+  bodyLimit: Option.String('--body-limit', { validator: t.isNumber(), description: 'Request body size in bytes to start with (default 2 MiB). Bodies grow up to --max-body-limit while the homeserver spends more per request than per key (Synapse counts the whole backup for every answer); given alone, a fixed limit. Each 413 halves it, down to what a proxy in front of the homeserver allows' }),
+  maxBodyLimit: Option.String('--max-body-limit', { validator: t.isNumber(), description: 'Largest request body in bytes the upload may grow to (default 8 MiB, or --body-limit when only that is given): the memory ceiling, as each body is held about twice per request in flight' }),
   inFlight: Option.String('--in-flight', '2', { validator: t.isNumber(), description: 'Upload requests in flight (default 2)' }),
   skipErrors: Option.Boolean('--skip-errors', false, { description: 'Carry on past damaged entries and list them' }),
   failedOutput: Option.String('--failed-output', { description: 'Where damaged entries are listed (default: MIGRATION_DIR/failed-sessions.json)' }),
@@ -30,7 +31,7 @@ export function uploadFields(r: UploadStepResult): Record<string, unknown> {
     backup_version: r.version,
     upload: r.alreadyComplete
       ? { already_complete: true, sent: 0 }
-      : { already_complete: false, resumed: r.resumed, sent: r.sent, requests: r.requests, server_count: r.serverCount, rooms: r.perRoom.size, damaged_skipped: r.damaged },
+      : { already_complete: false, resumed: r.resumed, sent: r.sent, requests: r.requests, server_count: r.serverCount, rooms: r.perRoom.size, damaged_skipped: r.damaged, final_body_limit: r.finalBodyLimit },
   };
 }
 
@@ -47,6 +48,7 @@ export class UploadCommand extends HomeserverCommand {
   exportPassphraseFile = exportPassphraseFileOption();
 
   bodyLimit = uploadOptions().bodyLimit;
+  maxBodyLimit = uploadOptions().maxBodyLimit;
   inFlight = uploadOptions().inFlight;
   skipErrors = uploadOptions().skipErrors;
   failedOutput = uploadOptions().failedOutput;
@@ -54,7 +56,7 @@ export class UploadCommand extends HomeserverCommand {
 
   protected async perform(): Promise<number> {
     const result = await uploadStep(await this.stepContext(), {
-      bodyLimit: this.bodyLimit,
+      ...bodyLimits(this),
       inFlight: Math.max(1, this.inFlight),
       skipErrors: this.skipErrors,
       failedOutput: this.failedOutput,

@@ -14,21 +14,8 @@ import type { Output } from '../log.js';
 import type { MatrixClient } from '../matrix/client.js';
 import { BodyTooLarge, putRoomKeys } from '../matrix/key-backup.js';
 import { SessionBatches, warnSledWouldRefuse, type BackupEntries, type DamagedRecord, type KeySource } from '../store/sessions.js';
+import { BodySizer, DEFAULT_MAX_BODY_LIMIT } from './body-size.js';
 import { damagedEntryError } from './damaged.js';
-
-/**
- * Request bodies of up to 2 MiB (about 2,300 keys) by default. Synapse answers each upload with
- * the backup's key count, which it counts anew (a scan of the user's keys) under the user's upload
- * lock, so the fewer the requests, the less of that; but every megabyte of body is held twice
- * over while in flight (two requests, and the keys gathering for the next). Against a local
- * Synapse, the 1M store (docs/performance-notes.md): 1 MB bodies 102–128 s, peak RSS 140 MB;
- * 2 MiB 65 s, 149 MB; 4 MiB 55–81 s, 187 MB; 8 MiB 48–57 s, 199–217 MB; the 10k store 108–121 MB with
- * any of them. 2 MiB cuts the time by a third to a half and keeps memory flat (1.35× the 10k
- * store's); `--body-limit` trades memory for speed. A proxy with a smaller limit (nginx's default
- * is 1 MB; Synapse's own is 12.5 MiB, 50 MiB with its media repository) answers 413, and each 413
- * halves the limit for the rest of the run.
- */
-export const DEFAULT_BODY_LIMIT = 2 * 1024 * 1024;
 
 export interface UploadOptions {
   client: MatrixClient;
@@ -36,8 +23,10 @@ export interface UploadOptions {
   publicKey: string;
   source: KeySource;
   startAfter?: string;
-  /** Request body limit in bytes ({@link DEFAULT_BODY_LIMIT} unless the user says otherwise). */
+  /** Request body limit in bytes to start with ({@link DEFAULT_BODY_LIMIT} unless the user says otherwise). */
   bodyLimit: number;
+  /** How far the limit may grow when the server's per-request cost dominates ({@link BodySizer}); `bodyLimit` or less: fixed. */
+  maxBodyLimit?: number;
   /** Requests in flight (Synapse serializes one user's uploads; 2 overlaps our work with its). */
   inFlight: number;
   skipErrors: boolean;
@@ -142,7 +131,9 @@ export function uploadKeys(opts: UploadOptions): Promise<UploadSummary> {
 async function streamUpload(opts: UploadOptions): Promise<UploadSummary> {
   const { out } = opts;
   const summary: UploadSummary = { sent: 0, damaged: 0, requests: 0, serverCount: 0, perRoom: new Map(), finalBodyLimit: opts.bodyLimit };
-  let bodyLimit = opts.bodyLimit;
+  const sizer = new BodySizer(opts.bodyLimit, opts.maxBodyLimit ?? DEFAULT_MAX_BODY_LIMIT, (limit, beforeMs, afterMs) =>
+    out.info(`larger requests cost the homeserver ${Math.round(afterMs * 1000)} µs a key instead of ${Math.round(beforeMs * 1000)}: requests of up to ${(limit / 1048576).toFixed(1)} MiB from now on`),
+  );
 
   // Checkpointing over source batches, in order.
   const batches: { resumeAfter: string; remaining: number; entries: number; damaged: number }[] = [];
@@ -174,15 +165,17 @@ async function streamUpload(opts: UploadOptions): Promise<UploadSummary> {
   const send = async (parts: Part[]): Promise<void> => {
     const entries = parts.flatMap((p) => p.entries);
     try {
-      const { count } = await putRoomKeys(opts.client, opts.version, buildBody(entries));
+      const body = buildBody(entries);
+      const sentAt = performance.now();
+      const { count } = await putRoomKeys(opts.client, opts.version, body);
+      sizer.answered({ keys: entries.length, bytes: body.length, sentAt, answeredAt: performance.now() });
       summary.requests++;
       summary.serverCount = Math.max(summary.serverCount, count);
     } catch (e) {
       if (e instanceof BodyTooLarge && entries.length > 1) {
         // The server (or a proxy) wants smaller bodies: halve, for this request and the rest.
-        bodyLimit = Math.max(4096, Math.floor(bodyLimit / 2));
-        summary.finalBodyLimit = bodyLimit;
-        out.warn(`the homeserver refused a ${entries.length}-key request as too large (413); using requests of at most ${bodyLimit} bytes`);
+        const limit = sizer.refused();
+        out.warn(`the homeserver refused a ${entries.length}-key request as too large (413); using requests of at most ${limit} bytes`);
         const [a, b] = splitParts(parts);
         await send(a);
         await send(b);
@@ -198,6 +191,7 @@ async function streamUpload(opts: UploadOptions): Promise<UploadSummary> {
       summary.sent += p.entries.length;
       for (const e of p.entries) summary.perRoom.set(e.roomId, (summary.perRoom.get(e.roomId) ?? 0) + 1);
     }
+    summary.finalBodyLimit = sizer.limit;
     progress.update(summary.sent, undefined, `sent, server holds ${summary.serverCount}`);
     advance();
   };
@@ -236,7 +230,7 @@ async function streamUpload(opts: UploadOptions): Promise<UploadSummary> {
       let part: Part = { seq, entries: [] };
       for (const entry of entries) {
         const size = entryBytes(entry);
-        if (pendingBytes + size > bodyLimit && (pending.length > 0 || part.entries.length > 0)) {
+        if (pendingBytes + size > sizer.limit && (pending.length > 0 || part.entries.length > 0)) {
           if (part.entries.length) pending.push(part);
           await launch(pending);
           pending = [];

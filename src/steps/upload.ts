@@ -15,6 +15,7 @@ import type { StepContext } from './context.js';
 
 export interface UploadStepOptions {
   bodyLimit: number;
+  maxBodyLimit: number;
   inFlight: number;
   skipErrors: boolean;
   failedOutput?: string;
@@ -79,6 +80,7 @@ export async function uploadStep(ctx: StepContext, opts: UploadStepOptions): Pro
       source,
       startAfter: previous?.resume_after,
       bodyLimit: opts.bodyLimit,
+      maxBodyLimit: opts.maxBodyLimit,
       inFlight: opts.inFlight,
       skipErrors: opts.skipErrors,
       out,

@@ -18,6 +18,8 @@
  * --html answers every request with an HTML page.
  * --dendrite answers an upload of room keys as Dendrite 0.13 does where Synapse answers 404 (the
  * version deleted, or no backup at all): 500 {"message":"PerformKeyBackup: backup was deleted"}, no errcode.
+ * --per-request-ms MS holds each request on --path MS ms before forwarding it, one at a time: a
+ * cost per request under the user's lock, as Synapse's count of the whole backup on every upload.
  * --stats writes the counts of each fault to FILE after every request.
  */
 import http from 'node:http';
@@ -36,6 +38,8 @@ const maxBody = Number(opt('--max-body', '0'));
 const html = args.includes('--html');
 const dendrite = args.includes('--dendrite');
 const statsFile = opt('--stats');
+const perRequestMs = Number(opt('--per-request-ms', '0'));
+let serialized = Promise.resolve();
 
 // mulberry32: reproducible fault sequences for a given seed
 let seed = Number(opt('--seed', '1')) >>> 0;
@@ -94,6 +98,12 @@ const server = http.createServer(async (req, res) => {
     return json(res, 413, { errcode: 'M_TOO_LARGE', error: 'Request body too large' });
   }
   const eligible = !onlyPath || req.url.includes(onlyPath);
+  if (eligible && perRequestMs) {
+    const turn = serialized.then(() => new Promise((r) => setTimeout(r, perRequestMs)));
+    serialized = turn;
+    await turn;
+    count('held');
+  }
   const fault = eligible && random() < rate ? faults[Math.floor(random() * faults.length)] : undefined;
   try {
     switch (fault) {

@@ -20,6 +20,8 @@ export interface FaultOptions {
   html?: boolean;
   /** Answer uploads into a missing backup version as Dendrite does (500, no errcode). */
   dendrite?: boolean;
+  /** Hold each request on `path` this long, one at a time (a per-request cost under the user's lock). */
+  perRequestMs?: number;
 }
 
 export async function startFaultProxy(target: string, opts: FaultOptions = {}): Promise<FaultProxy> {
@@ -32,6 +34,7 @@ export async function startFaultProxy(target: string, opts: FaultOptions = {}): 
   if (opts.maxBody) argv.push('--max-body', String(opts.maxBody));
   if (opts.html) argv.push('--html');
   if (opts.dendrite) argv.push('--dendrite');
+  if (opts.perRequestMs) argv.push('--per-request-ms', String(opts.perRequestMs));
   const child = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     child.stdout.once('data', (d: Buffer) => resolve((JSON.parse(d.toString()) as { port: number }).port));
