@@ -7,19 +7,20 @@
  *   npm run bench -- --sizes 10000,100000  other sizes
  *   npm run bench -- --quick               small sizes, to check the harness (does not write docs/)
  *   npm run bench -- --render              rewrite docs/benchmarks.{md,svg} from docs/benchmarks.json (no measuring)
+ *   npm run bench -- --postgres            the large run (opt in): long-lived stores of 100k, 1M, 5M sessions
+ *                                          (--postgres-sizes), every command, into Synapse on PostgreSQL;
+ *                                          --fixed-bodies adds the run with 2 MiB bodies (before/after),
+ *                                          stopped after --fixed-budget keys (default 2M)
  *   npm run bench -- --only convert        only `convert` (10k and 100k, or --convert-sizes): rewrites
  *                                          the convert section of docs/benchmarks.md
  */
-import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { LocalSynapse } from '../src/devtools/local-synapse.js';
-
-const ROOT = path.resolve(import.meta.dirname, '..');
-const CACHE = path.join(ROOT, '.cache', 'bench');
-const CLI = path.join(ROOT, 'lib', 'cli.js');
-const NODE_FLAGS = ['--max-semi-space-size=1']; // as the CLI's shebang
+import { POSTGRES_END, POSTGRES_START, runPostgresBench } from './bench/postgres.js';
+import { CACHE, CLI, NODE_FLAGS, ROOMS, ROOT, buildFixtureWriter, dropPageCache, duBytes, fmt, k, lastJson, log, store, timed } from './bench/harness.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -32,31 +33,9 @@ const referenceSizes = (flag('--reference-sizes') ?? (quick ? '1000' : '10000,10
 const bloated = { sessions: Number(flag('--bloated-sessions') ?? (quick ? 2000 : 20000)), rewrites: Number(flag('--bloated-rewrites') ?? (quick ? 10 : 100)) };
 const convertSizes = (flag('--convert-sizes') ?? (quick ? '1000,10000' : '10000,100000')).split(',').map(Number);
 const only = flag('--only');
-const ROOMS = 50;
 /** The reference path's upload loop is stopped after this long; its rate is constant (see reference-upload.mjs). */
 const REFERENCE_BUDGET_S = Number(flag('--reference-budget-s') ?? (quick ? 20 : 120));
 
-const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
-
-interface Timed<T> {
-  result: T;
-  peakRssMb: number;
-  wallS: number;
-}
-
-/** Runs a command under /usr/bin/time: its peak RSS and wall time, and its stdout parsed by `parse`. */
-function timed<T>(cmd: string, argv: string[], parse: (stdout: string, r: SpawnSyncReturns<string>) => T, env: NodeJS.ProcessEnv = {}, cwd = ROOT): Timed<T> {
-  const t0 = performance.now();
-  const r = spawnSync('/usr/bin/time', ['-f', '@@RSS %M', cmd, ...argv], { cwd, env: { ...process.env, CI: 'true', ...env }, encoding: 'utf8', maxBuffer: 1 << 28 });
-  const wallS = (performance.now() - t0) / 1000;
-  const rss = /@@RSS (\d+)/.exec(r.stderr);
-  if (r.status !== 0 || !rss) throw new Error(`${cmd} ${argv.join(' ')} failed (${r.status}): ${r.stderr.slice(-2000)}`);
-  return { result: parse(r.stdout, r), peakRssMb: Number(rss[1]) / 1024, wallS };
-}
-
-function lastJson<T>(stdout: string): T {
-  return JSON.parse(stdout.trim().split('\n').pop()!) as T;
-}
 
 function cargoBuild(): void {
   log('building the benchmark binaries');
@@ -64,32 +43,11 @@ function cargoBuild(): void {
     const r = spawnSync('cargo', ['build', '--release', '--quiet', '-p', pkg!, '--example', example!], { cwd: ROOT, stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`cargo build ${example} failed`);
   }
-  const r = spawnSync('cargo', ['build', '--release', '--quiet', '--manifest-path', path.join(ROOT, 'crates', 'fixture-writer', 'Cargo.toml')], { stdio: 'inherit' });
-  if (r.status !== 0) throw new Error('building the fixture writer failed');
+  buildFixtureWriter();
 }
 
-const FIXTURE_WRITER = path.join(ROOT, 'crates', 'fixture-writer', 'target', 'release', 'fixture-writer');
 
-/** A genuine store from the fixture writer, cached by its parameters. */
-function store(kase: string, sessions: number, extra: string[] = []): { dir: string; store: string; expected: string } {
-  const name = [kase, sessions, ...extra.filter((a) => !a.startsWith('--'))].join('-');
-  const dir = path.join(CACHE, name);
-  if (!existsSync(path.join(dir, 'expected.json'))) {
-    log(`generating ${name} with the genuine matrix-sdk-crypto 0.6 / matrix-sdk-sled 0.2 (cached in ${path.relative(ROOT, CACHE)})`);
-    const tmp = path.join(CACHE, `.${name}.tmp`);
-    rmSync(tmp, { recursive: true, force: true });
-    const r = spawnSync(FIXTURE_WRITER, [tmp, '--case', kase, '--sessions', String(sessions), '--rooms', String(ROOMS), ...extra], { stdio: ['ignore', 'inherit', 'inherit'] });
-    if (r.status !== 0) throw new Error(`fixture writer failed for ${name}`);
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(path.join(tmp, kase), dir);
-    rmSync(tmp, { recursive: true, force: true });
-  }
-  return { dir, store: path.join(dir, 'store'), expected: path.join(dir, 'expected.json') };
-}
 
-function duBytes(dir: string): number {
-  return Number(spawnSync('du', ['-sb', dir], { encoding: 'utf8' }).stdout.split(/\s/)[0]);
-}
 
 interface ScanResult {
   keys: number;
@@ -253,16 +211,6 @@ interface BloatedResult {
   largest?: { sessions: number; storeBytes: number; cold?: OpenAndScan };
 }
 
-/** Empties the page cache, as after a reboot; false where this process may not (not root). */
-function dropPageCache(): boolean {
-  spawnSync('sync');
-  try {
-    writeFileSync('/proc/sys/vm/drop_caches', '3');
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The reader alone on `storeDir`, from a cold page cache; undefined where the cache cannot be dropped. */
 function coldScan(storeDir: string): OpenAndScan | undefined {
@@ -348,14 +296,18 @@ function measureConvert(sessions: number): ConvertResult {
   }
 }
 
-/** Sections measured by scripts of their own (scripts/bench/merge.ts): a run of this one keeps them. */
+/** Sections measured by runs of their own (--postgres, scripts/bench/merge.ts): a default run keeps them. */
 const MERGE_START = '<!-- merge:start -->';
 const MERGE_END = '<!-- merge:end -->';
 function keptSections(): string {
   const file = path.join(ROOT, 'docs', 'benchmarks.md');
   const doc = existsSync(file) ? readFileSync(file, 'utf8') : '';
-  const at = doc.indexOf(MERGE_START);
-  return at >= 0 ? `\n${doc.slice(at, doc.indexOf(MERGE_END) + MERGE_END.length)}\n` : '';
+  return [[POSTGRES_START, POSTGRES_END], [MERGE_START, MERGE_END]]
+    .map(([start, end]) => {
+      const at = doc.indexOf(start!);
+      return at >= 0 ? `\n${doc.slice(at, doc.indexOf(end!) + end!.length)}\n` : '';
+    })
+    .join('');
 }
 
 const CONVERT_START = '<!-- convert:start -->';
@@ -390,8 +342,6 @@ function machine(): string {
   return `${os.cpus().length} × ${cpu} (${features}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${disk}, Linux ${os.release()}, Node ${process.version}`;
 }
 
-const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
-const k = (n: number) => (n >= 1e6 ? `${n / 1e6}M` : n >= 1e3 ? `${n / 1e3}k` : String(n));
 
 function svg(results: SizeResult[]): string {
   const W = 960;
@@ -647,6 +597,11 @@ async function main(): Promise<void> {
   }
   mkdirSync(CACHE, { recursive: true });
   cargoBuild();
+  if (args.includes('--postgres')) {
+    // Opt in: hours, tens of GB of stores, and Debian's PostgreSQL (scripts/install-postgres.sh).
+    await runPostgresBench((flag('--postgres-sizes') ?? '100000,1000000,5000000').split(',').map(Number), args.includes('--fixed-bodies'), Number(flag('--fixed-budget') ?? 2_000_000), machine());
+    return;
+  }
   if (only === 'convert') {
     const section = convertSection(convertSizes.map(measureConvert), started);
     const target = quick ? path.join(mkdtempSync(path.join(os.tmpdir(), 'bench-quick-')), 'benchmarks.md') : path.join(ROOT, 'docs', 'benchmarks.md');

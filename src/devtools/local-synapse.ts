@@ -42,6 +42,11 @@ export class LocalSynapse {
     readonly postgres?: LocalPostgres,
   ) {}
 
+  /** Synapse's process ID (its CPU time, for benchmarks). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
   static venvPython(): string {
     return path.join(process.env.SYNAPSE_VENV ?? path.join(ROOT, '.cache', 'synapse-venv'), 'bin', 'python');
   }
@@ -165,6 +170,12 @@ ${opts.extraConfig ?? ''}
     if (!r.ok) throw new Error(`login ${user.userId}: ${r.status} ${await r.text()}`);
     const body = (await r.json()) as { user_id: string; access_token: string; device_id: string };
     return { userId: body.user_id, password: user.password, accessToken: body.access_token, deviceId: body.device_id };
+  }
+
+  /** Deletes a key backup version, as a client would (Synapse deletes its keys with it). */
+  async deleteBackup(accessToken: string, version: string): Promise<void> {
+    const r = await fetch(`${this.baseUrl}/_matrix/client/v3/room_keys/version/${encodeURIComponent(version)}`, { method: 'DELETE', headers: { authorization: `Bearer ${accessToken}` } });
+    if (!r.ok) throw new Error(`deleting backup version ${version} failed: ${r.status} ${await r.text()}`);
   }
 
   async stop(): Promise<void> {
