@@ -398,7 +398,7 @@ function postgresSection(raw: { started: string; seconds?: number; machine: stri
       const i = u.progress.findIndex(([, x]) => x >= n);
       return i >= 0 ? u.progress[i]![0] : NaN;
     };
-    lines.push('', `Before/after at ${k(large.sessions)}, same run: the first ${k(Math.round(n / 1e5) * 1e5)} keys took ${fmt(at(before))} s with 2 MiB bodies and ${fmt(at(a))} s with adaptive bodies (${fmt(at(before) / at(a), 2)}× faster).`);
+    lines.push('', `Before/after at ${k(large.sessions)}, same run: the first ${k(Math.round(n / 1e5) * 1e5)} keys took ${fmt(at(before))} s with 2 MiB bodies and ${fmt(at(a))} s with adaptive bodies (before / after: **${fmt(at(before) / at(a), 2)}×**).`);
   }
   lines.push(POSTGRES_END);
   return lines.join('\n');

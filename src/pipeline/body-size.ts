@@ -26,11 +26,13 @@ const GAIN = 0.1;
 const RETRY_WINDOWS = 8;
 
 /**
- * The default ceiling: 8 MiB. Measured into Synapse on PostgreSQL (docs/benchmarks.md): the peak
- * RSS of `upload` stays within 1.5× of the 2 MiB default's on small stores, while a 5M-key upload
- * pays the count a quarter as often.
+ * The default ceiling: 12 MiB, under Synapse's own limit (12.5 MiB where it serves no media; 50
+ * MiB where it does). Upload of the 1M long-lived store, whole process (`npx tsx
+ * scripts/bench/body-limit.ts STORE BYTES[:IN_FLIGHT]`, 2026-12-05): 2 MiB bodies 83.5 s, peak
+ * RSS 147 MB; 8 MiB 68.8–72.9 s, 185–186 MB; 12 MiB 66.9–68.1 s, 172–184 MB; 16 MiB 67.4 s, 197 MB.
+ * Past 8 MiB memory stops following the body; the count, paid once a request, keeps falling.
  */
-export const DEFAULT_MAX_BODY_LIMIT = 8 * 1024 * 1024;
+export const DEFAULT_MAX_BODY_LIMIT = 12 * 1024 * 1024;
 
 /**
  * The first request bodies: up to 2 MiB (about 2,300 keys). Synapse answers each upload with
