@@ -11,6 +11,7 @@
  *                                          (--postgres-sizes), every command, into Synapse on PostgreSQL;
  *                                          --fixed-bodies adds the run with 2 MiB bodies (before/after),
  *                                          stopped after --fixed-budget keys (default 2M)
+ *   npm run bench -- --render-postgres     rewrite that section from docs/benchmarks-postgres.json
  *   npm run bench -- --only convert        only `convert` (10k and 100k, or --convert-sizes): rewrites
  *                                          the convert section of docs/benchmarks.md
  */
@@ -19,7 +20,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import os from 'node:os';
 import path from 'node:path';
 import { LocalSynapse } from '../src/devtools/local-synapse.js';
-import { POSTGRES_END, POSTGRES_START, runPostgresBench } from './bench/postgres.js';
+import { POSTGRES_END, POSTGRES_START, runPostgresBench, writePostgresSection } from './bench/postgres.js';
 import { CACHE, CLI, NODE_FLAGS, ROOMS, ROOT, buildFixtureWriter, dropPageCache, duBytes, fmt, k, lastJson, log, store, timed } from './bench/harness.js';
 
 const args = process.argv.slice(2);
@@ -588,6 +589,10 @@ Peak RSS of \`backup\`: ${fmt(bk.backup.peakRssMb)} MB.
 async function main(): Promise<void> {
   const started = new Date();
   const t0 = performance.now();
+  if (args.includes('--render-postgres')) {
+    writePostgresSection(JSON.parse(readFileSync(path.join(ROOT, 'docs', 'benchmarks-postgres.json'), 'utf8')));
+    return;
+  }
   if (args.includes('--render')) {
     // The text changed, not the numbers: render the last run's results again.
     const raw = JSON.parse(readFileSync(path.join(ROOT, 'docs', 'benchmarks.json'), 'utf8')) as { started: string; seconds: number; machine: string; results: SizeResult[]; bloated: BloatedResult; backup: BackupResult; convert: ConvertResult[] };
