@@ -28,6 +28,8 @@ struct Plan {
     secrets: bool,
     /// What years of running add around the sessions (`long-lived`): see [`LongLived`].
     long_lived: bool,
+    /// Prove the Olm exchange on a copy of the store (`--no-copy-check` skips it).
+    copy_check: bool,
 }
 
 /// What a long-running bot's store holds besides its sessions, written through the genuine store
@@ -82,18 +84,18 @@ pub async fn write_case(case: &str, dir: &Path, args: &Args) -> Result<()> {
     let store_dir = dir.join("store");
     std::fs::create_dir_all(&store_dir)?;
     write_bot_sdk_json(&store_dir)?;
-    let small = |passphrase, sessions, olm| Plan { passphrase, sessions, rooms: 3, events_per_session: 2, event_sessions: usize::MAX, olm, secrets: false, long_lived: false };
+    let small = |passphrase, sessions, olm| Plan { passphrase, sessions, rooms: 3, events_per_session: 2, event_sessions: usize::MAX, olm, secrets: false, long_lived: false, copy_check: true };
     match case {
         "plain" => standard(case, dir, small(None, 20, true)).await,
         "empty-passphrase" => standard(case, dir, small(Some(""), 20, true)).await,
         "passphrase" => standard(case, dir, Plan { secrets: true, ..small(Some("correct horse battery staple"), 10, true) }).await,
         "empty" => standard(case, dir, small(Some(""), 0, false)).await,
         "many" => {
-            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50, olm: true, secrets: false, long_lived: false };
+            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50, olm: true, secrets: false, long_lived: false, copy_check: args.copy_check };
             standard(case, dir, plan).await
         }
         "long-lived" => {
-            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50, olm: true, secrets: false, long_lived: true };
+            let plan = Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 50, olm: true, secrets: false, long_lived: true, copy_check: args.copy_check };
             standard(case, dir, plan).await
         }
         "bloated" => bloated(case, dir, args).await,
@@ -153,7 +155,7 @@ async fn standard(case: &str, dir: &Path, plan: Plan) -> Result<()> {
         save(&store, None, resave).await?;
     }
     let olm = if plan.olm {
-        let recorded = exchange::run(store, &store_dir, plan.passphrase, &identity).await?;
+        let recorded = exchange::run(store, &store_dir, plan.passphrase, &identity, plan.copy_check).await?;
         for key in &recorded.keys {
             serde_json::to_writer(&mut keys_out, key)?;
             keys_out.write_all(b"\n")?;
@@ -200,7 +202,7 @@ async fn save_backup_and_cross_signing(store: &Arc<matrix_sdk_sled::SledCryptoSt
 /// the genuine store (as a bot re-saves sessions), so Sled's log holds many dead versions of each
 /// value and the store is far bigger on disk than its live data.
 async fn bloated(case: &str, dir: &Path, args: &Args) -> Result<()> {
-    standard(case, dir, Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 10, olm: false, secrets: false, long_lived: false }).await?;
+    standard(case, dir, Plan { passphrase: Some(""), sessions: args.sessions, rooms: args.rooms, events_per_session: 1, event_sessions: 10, olm: false, secrets: false, long_lived: false, copy_check: true }).await?;
     let store_dir = dir.join("store");
     let store = open_store(&store_dir, Some(""))?;
     let sessions = store.get_inbound_group_sessions().await?;
@@ -243,7 +245,7 @@ async fn mixed_upgrade(case: &str, dir: &Path) -> Result<()> {
 }
 
 async fn damaged(case: &str, dir: &Path, passphrase: Option<&'static str>) -> Result<()> {
-    standard(case, dir, Plan { passphrase, sessions: 30, rooms: 3, events_per_session: 1, event_sessions: usize::MAX, olm: false, secrets: false, long_lived: false }).await?;
+    standard(case, dir, Plan { passphrase, sessions: 30, rooms: 3, events_per_session: 1, event_sessions: usize::MAX, olm: false, secrets: false, long_lived: false, copy_check: true }).await?;
     let damaged = damage::damage_entries(&dir.join("store").join("matrix-sdk-crypto"), passphrase)?;
     let expected_path = dir.join("expected.json");
     let mut expected: Value = serde_json::from_slice(&std::fs::read(&expected_path)?)?;
@@ -284,7 +286,7 @@ fn write_expected(dir: &Path, header: Value, keys_jsonl: &Path) -> Result<()> {
 /// migration failed on the first plaintext value (`Json("missing field version")`). The v7-cipher
 /// program adds that cipher with the genuine matrix-sdk-store-encryption 0.7; nothing else changes.
 async fn half_upgraded(case: &str, dir: &Path) -> Result<()> {
-    standard(case, dir, Plan { passphrase: None, sessions: 6, rooms: 2, events_per_session: 1, event_sessions: 0, olm: false, secrets: false, long_lived: false }).await?;
+    standard(case, dir, Plan { passphrase: None, sessions: 6, rooms: 2, events_per_session: 1, event_sessions: 0, olm: false, secrets: false, long_lived: false, copy_check: true }).await?;
     run_v7_cipher(&["--half-upgrade"], dir)?;
     let expected_path = dir.join("expected.json");
     let mut expected: Value = serde_json::from_slice(&std::fs::read(&expected_path)?)?;
