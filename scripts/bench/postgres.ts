@@ -340,9 +340,12 @@ function postgresSection(raw: { started: string; seconds?: number; machine: stri
   lines.push('| command | ' + rs.map((r) => k(r.sessions)).join(' | ') + ` | ${k(large.sessions)} / ${k(small.sessions)} | allowed |`, '|---|' + rs.map(() => '---:|').join('') + '---:|---:|');
   const rssRow = (name: string, get: (r: LargeResult) => number | undefined, extra = 0) => {
     const v = rs.map(get);
-    const ratio = v[v.length - 1]! / v[0]!;
+    // The largest size this command ran at (backup is skipped where a second copy does not fit).
+    const last = v.reduce<number>((at, x, i) => (x === undefined ? at : i), 0);
+    const ratio = v[last]! / v[0]!;
     const allowed = 1.5 * v[0]! + extra;
-    lines.push(`| ${name} | ${v.map((x) => (x === undefined ? '–' : `${fmt(x)} MB`)).join(' | ')} | ${fmt(ratio, 2)}× | ${fmt(allowed)} MB (${v[v.length - 1]! <= allowed ? 'within' : '**over**'}) |`);
+    const at = last < v.length - 1 ? ` (at ${k(rs[last]!.sessions)})` : '';
+    lines.push(`| ${name} | ${v.map((x) => (x === undefined ? '–' : `${fmt(x)} MB`)).join(' | ')} | ${fmt(ratio, 2)}×${at} | ${fmt(allowed)} MB (${v[last]! <= allowed ? 'within' : '**over**'}) |`);
   };
   rssRow('backup', (r) => ('skipped' in r.backup ? undefined : r.backup.peakRssMb));
   rssRow('extract --skip-errors', (r) => r.extract.peakRssMb);
@@ -350,6 +353,7 @@ function postgresSection(raw: { started: string; seconds?: number; machine: stri
   rssRow('all, while uploading (sampled each second)', (r) => adaptive(r).phasePeaks.uploadMb);
   rssRow('all, while verifying (sampled each second)', (r) => adaptive(r).phasePeaks.verifyMb, (28 * large.sessions) / 1e6);
   rssRow('convert', (r) => r.convert.peakRssMb);
+  lines.push('', 'What grows is the reader\'s table of where each of Sled\'s pages lies in the log, which the open builds and every command that reads the store holds (the reader alone, `/usr/bin/time target/release/examples/scan STORE \'\'`: 6 MB at 100k, 39 MB at 1M, 189 MB at 5M of these stores: about 37 bytes a session); verify holds it together with its fingerprints (28 bytes a key) and their sort. docs/performance-notes.md (issue 24) has the breakdown and what is left.');
 
   lines.push('', '### The upload as the backup grows', '');
   lines.push('Rates from the acknowledged count in `migration-state.json`, sampled every second. Synapse answers every upload with the number of keys in the backup, which it counts anew under the user\'s upload lock; its time is PostgreSQL\'s own (pg_stat_statements).', '');
@@ -382,7 +386,8 @@ function postgresSection(raw: { started: string; seconds?: number; machine: stri
     const cUs = countMicrosPerKey(adaptive(large), large.sessions)!;
     const limitKeys = (adaptive(large).finalBodyLimit ?? 2 * 1048576) / BODY_BYTES_PER_KEY;
     lines.push('');
-    lines.push(`The law. Everything but the count costs the same per key at every size (${k(large.sessions)}: ${fmt(perKeyUs)} µs a key outside the count, ${fmt(rest)} s of ${fmt(adaptive(large).uploadS)} s). The count costs ${micros.map((x) => fmt(x, 3)).join(' / ')} µs per key already in the backup (${rs.map((r) => k(r.sessions)).join(' / ')}: mean count time over half the keys), so with requests of B keys an upload of N keys spends about c·N²/(2B) in it: quadratic in N, and B is what our side controls. Adaptive bodies grow B while the count dominates, up to the ceiling (${fmt((adaptive(large).finalBodyLimit ?? 0) / 1048576, 1)} MiB here, about ${fmt(limitKeys)} keys); past that point the upload is linear plus c·N²/(2·B_max).`);
+    const outside = rs.map((r) => ((adaptive(r).uploadS - (adaptive(r).countQuery?.totalMs ?? 0) / 1000) / r.sessions) * 1e6);
+    lines.push(`The law. Everything but the count costs about the same per key at every size: ${outside.map((x) => `${fmt(x)} µs`).join(' / ')} a key outside the count (${rs.map((r) => k(r.sessions)).join(' / ')}; the smallest run carries the start of the process). The count costs ${micros.map((x) => fmt(x, 2)).join(' / ')} µs per key already in the backup (mean count time over half the keys; PostgreSQL ran it as an index scan while other users' rows filled most of the table, as a parallel sequential scan once this user's rows did), so with requests of B keys an upload of N keys spends about c·N²/(2B) in it: quadratic in N, and B is what our side controls. Adaptive bodies grow B while the count dominates, up to the ceiling (${fmt((adaptive(large).finalBodyLimit ?? 0) / 1048576, 1)} MiB here, about ${fmt(limitKeys)} keys); past that point the upload is linear plus c·N²/(2·B_max).`);
     // 80 GB: sessions at this store's bytes per session, time from the law.
     const n80 = 80e9 / (large.storeBytes / large.sessions);
     const t80 = n80 * perKeyUs * 1e-6 + (cUs * 1e-6 * n80 * n80) / (2 * limitKeys);
