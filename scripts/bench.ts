@@ -303,7 +303,7 @@ const MERGE_END = '<!-- merge:end -->';
 function keptSections(): string {
   const file = path.join(ROOT, 'docs', 'benchmarks.md');
   const doc = existsSync(file) ? readFileSync(file, 'utf8') : '';
-  return [[POSTGRES_START, POSTGRES_END], [MERGE_START, MERGE_END]]
+  return [[MERGE_START, MERGE_END], [POSTGRES_START, POSTGRES_END]]
     .map(([start, end]) => {
       const at = doc.indexOf(start!);
       return at >= 0 ? `\n${doc.slice(at, doc.indexOf(end!) + end!.length)}\n` : '';
