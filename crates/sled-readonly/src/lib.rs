@@ -42,7 +42,7 @@ use crate::buffer::MessageBody;
 use crate::codec::Cursor;
 use crate::log::{read_blob, read_message, Body, LogRead, MessageAt, COUNTER_PID, META_PID};
 use crate::node::Node;
-use crate::pages::{Fragment, PageState, PageTable};
+use crate::pages::{Fragment, PageTable, PageView};
 
 /// Sled's default tree: what `Db::get` and `Db::insert` use.
 pub const DEFAULT_TREE: &[u8] = b"__sled__default";
@@ -194,12 +194,12 @@ impl Db {
         pid: PageId,
         expected: Body,
     ) -> Result<Option<MessageBody>, PageError> {
-        let fragments = match self.pages.get(pid) {
-            PageState::Present(fragments) => fragments,
-            PageState::Absent => return Ok(None),
-            PageState::Freed => return Err(PageError::Freed { pid }),
+        let base = match self.pages.get(pid) {
+            PageView::Present(mut fragments) => fragments.next().expect("a present page has a base"),
+            PageView::Absent => return Ok(None),
+            PageView::Freed => return Err(PageError::Freed { pid }),
         };
-        let (body, bytes) = self.read_fragment(pid, &fragments[0])?;
+        let (body, bytes) = self.read_fragment(pid, &base)?;
         if body != expected {
             return Err(PageError::Undecodable {
                 pid,
@@ -219,7 +219,7 @@ impl Db {
             let ranges: Vec<(u64, u64)> = pids
                 .iter()
                 .filter_map(|&pid| match self.pages.get(pid) {
-                    PageState::Present(fragments) => Some(fragments),
+                    PageView::Present(fragments) => Some(fragments),
                     _ => None,
                 })
                 .flatten()
@@ -240,16 +240,17 @@ impl Db {
 
     /// Reads one node: its base, then every fragment linked onto it, in order.
     pub(crate) fn read_node(&self, pid: PageId) -> Result<Node, PageError> {
-        let fragments = match self.pages.get(pid) {
-            PageState::Present(fragments) => fragments,
-            PageState::Absent => return Err(PageError::Missing { pid }),
-            PageState::Freed => return Err(PageError::Freed { pid }),
+        let mut fragments = match self.pages.get(pid) {
+            PageView::Present(fragments) => fragments,
+            PageView::Absent => return Err(PageError::Missing { pid }),
+            PageView::Freed => return Err(PageError::Freed { pid }),
         };
+        let base = fragments.next().expect("a present page has a base");
         let undecodable = |e: node::NodeError| PageError::Undecodable {
             pid,
             detail: e.to_string(),
         };
-        let (body, base) = self.read_fragment(pid, &fragments[0])?;
+        let (body, base) = self.read_fragment(pid, &base)?;
         if body != Body::Node {
             return Err(PageError::Undecodable {
                 pid,
@@ -257,8 +258,8 @@ impl Db {
             });
         }
         let mut node = Node::decode(base).map_err(undecodable)?;
-        for fragment in &fragments[1..] {
-            let (body, link) = self.read_fragment(pid, fragment)?;
+        for fragment in fragments {
+            let (body, link) = self.read_fragment(pid, &fragment)?;
             if body != Body::Link {
                 return Err(PageError::Undecodable {
                     pid,

@@ -1,5 +1,13 @@
 //! The page table recovery builds: for every page, where its current version lies in the log (a
 //! base and the fragments linked onto it since), or that it was freed. Sled's `PageState`.
+//!
+//! The table is held for the whole read and grows with the store (a 5M-session store has about
+//! 850k pages and 2.7M fragments), so it is kept compact: one `u32` a page, and 16 bytes a
+//! fragment in one arena of fixed-size chunks, each page's fragments chained from its slot. A
+//! `Vec` of full fragments per page cost about 37 bytes a session (its slot, its heap block, its
+//! spare capacity and 40-byte fragments); this costs about 9.
+
+use std::collections::HashMap;
 
 use crate::log::{LogOffset, Lsn, PageEffect, PageId, MAX_PID};
 
@@ -13,19 +21,62 @@ pub(crate) struct Fragment {
     pub len: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) enum PageState {
+/// A page as the table holds it.
+pub(crate) enum PageView<'a> {
     /// Never written, or only linked to before any base (Sled leaves such holes uninitialized).
-    #[default]
     Absent,
-    /// The base (`fragments[0]`) and the links on top of it, in LSN order.
-    Present(Vec<Fragment>),
+    /// The base and the links on top of it, in LSN order (never empty).
+    Present(Fragments<'a>),
     Freed,
 }
 
-#[derive(Debug, Default)]
+/// A page's slot: the index of its first fragment, or one of these two.
+const ABSENT: u32 = u32::MAX;
+const FREED: u32 = u32::MAX - 1;
+/// The `next` of a page's last fragment (and of the free list's last entry).
+const END: u32 = u32::MAX;
+/// In `Packed::len`: the fragment did not fit the packed form and is kept whole in `unusual`.
+const UNUSUAL: u32 = u32::MAX;
+
+/// In `PageTable::segment_numbers`: no intact header.
+const NO_SEGMENT: u32 = u32::MAX;
+
+const CHUNK_BITS: u32 = 16;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// One fragment in the arena. Every message Sled writes lies at the same offset in its segment
+/// as its LSN does in the LSN's segment (`lid = segment start + lsn % segment_size`), and the
+/// LSN's segment is the one the segment's header names while the segment is not reused. So a
+/// fragment is its segment's place in the file and its offset there; anything else (a blob, a
+/// fragment in a segment reused since, which reading must find stale) is kept whole beside.
+#[derive(Debug, Clone, Copy)]
+struct Packed {
+    /// `lid / segment_size`: the segment's place in the file.
+    file_segment: u32,
+    /// `lid % segment_size`, equal to `lsn % segment_size`.
+    offset: u32,
+    len: u32,
+    /// The page's next fragment, or `END`.
+    next: u32,
+}
+
+#[derive(Debug)]
 pub(crate) struct PageTable {
-    pages: Vec<PageState>,
+    segment_size: u64,
+    /// For each segment of the file, the LSN segment its header names (`lsn / segment_size`),
+    /// or `NO_SEGMENT` where the header is unreadable.
+    segment_numbers: Vec<u32>,
+    /// One slot a page: the index of its base in the arena, `ABSENT` or `FREED`.
+    slots: Vec<u32>,
+    /// Fixed-size chunks, so the arena never copies itself to grow (a doubling `Vec` would
+    /// hold three times its size for a moment).
+    chunks: Vec<Vec<Packed>>,
+    /// Entries taken so far (used or free).
+    used: u32,
+    /// Entries of replaced or freed pages, chained through `next`, taken again first: the arena
+    /// stays the size of the most fragments live at once, however long the replayed log.
+    free: u32,
+    unusual: HashMap<u32, Fragment>,
     /// How far a link to a page past the end would have grown Sled's own table: Sled grows it to
     /// hold the page, finds no base there and pops the page alone, so the pages between the old
     /// end and it stay in its table, never initialized.
@@ -36,21 +87,93 @@ pub(crate) struct PageTable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PidOutOfRange(pub PageId);
 
+/// A page's fragments, base first.
+#[derive(Clone)]
+pub(crate) struct Fragments<'a> {
+    table: &'a PageTable,
+    next: u32,
+}
+
+impl Iterator for Fragments<'_> {
+    type Item = Fragment;
+
+    fn next(&mut self) -> Option<Fragment> {
+        if self.next == END {
+            return None;
+        }
+        let index = self.next;
+        self.next = self.table.entry(index).next;
+        Some(self.table.fragment(index))
+    }
+}
+
 impl PageTable {
-    pub fn get(&self, pid: PageId) -> &PageState {
-        usize::try_from(pid)
+    /// `segment_lsns`: each of the file's segments' header LSN, where it has an intact one.
+    pub fn new(segment_size: u64, segment_lsns: &[Option<Lsn>]) -> Self {
+        let segment_numbers = segment_lsns
+            .iter()
+            .map(|lsn| {
+                lsn.and_then(|lsn| u64::try_from(lsn).ok())
+                    .and_then(|lsn| u32::try_from(lsn / segment_size).ok())
+                    .filter(|&n| n != NO_SEGMENT)
+                    .unwrap_or(NO_SEGMENT)
+            })
+            .collect();
+        PageTable {
+            segment_size,
+            segment_numbers,
+            slots: Vec::new(),
+            chunks: Vec::new(),
+            used: 0,
+            free: END,
+            unusual: HashMap::new(),
+            dangling_end: 0,
+        }
+    }
+
+    pub fn get(&self, pid: PageId) -> PageView<'_> {
+        let slot = usize::try_from(pid)
             .ok()
-            .and_then(|i| self.pages.get(i))
-            .unwrap_or(&PageState::Absent)
+            .and_then(|i| self.slots.get(i).copied())
+            .unwrap_or(ABSENT);
+        match slot {
+            ABSENT => PageView::Absent,
+            FREED => PageView::Freed,
+            first => PageView::Present(Fragments {
+                table: self,
+                next: first,
+            }),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.pages.len()
+        self.slots.len()
     }
 
-    /// Sets a page's state as a snapshot recorded it.
-    pub fn set(&mut self, pid: PageId, state: PageState) -> Result<(), PidOutOfRange> {
-        *self.slot(pid)? = state;
+    /// Starts a page over with this base (a replacement, or a snapshot's first fragment).
+    pub fn replace(&mut self, pid: PageId, base: Fragment) -> Result<(), PidOutOfRange> {
+        let old = std::mem::replace(self.slot(pid)?, ABSENT);
+        self.release(old);
+        let index = self.store(base);
+        *self.slot(pid)? = index;
+        Ok(())
+    }
+
+    /// Adds a fragment after a present page's last one (a snapshot's later fragments); a page
+    /// without a base is left as it is.
+    pub fn append(&mut self, pid: PageId, fragment: Fragment) -> Result<(), PidOutOfRange> {
+        let Some(last) = self.last_of(pid) else {
+            return Ok(());
+        };
+        let index = self.store(fragment);
+        self.entry_mut(last).next = index;
+        Ok(())
+    }
+
+    pub fn free(&mut self, pid: PageId) -> Result<(), PidOutOfRange> {
+        let slot = self.slot(pid)?;
+        let old = std::mem::replace(slot, FREED);
+        self.release(old);
         Ok(())
     }
 
@@ -68,60 +191,281 @@ impl PageTable {
             return Err(PidOutOfRange(pid));
         }
         match effect {
-            PageEffect::Replace => *self.slot(pid)? = PageState::Present(vec![fragment]),
-            PageEffect::Free => *self.slot(pid)? = PageState::Freed,
+            PageEffect::Replace => self.replace(pid, fragment),
+            PageEffect::Free => self.free(pid),
             PageEffect::Link => {
                 // Read without growing the table: a dangling link leaves no fragment, only
                 // (past the end) the pages Sled's table would have grown by.
-                match usize::try_from(pid)
-                    .ok()
-                    .and_then(|i| self.pages.get_mut(i))
-                {
-                    Some(PageState::Present(fragments)) => {
-                        if fragments.last().is_some_and(|last| last.lsn < fragment.lsn) {
-                            fragments.push(fragment);
-                        }
-                    }
-                    Some(_) => {}
-                    None => self.dangling_end = self.dangling_end.max(pid),
+                if pid >= self.slots.len() as PageId {
+                    self.dangling_end = self.dangling_end.max(pid);
+                    return Ok(());
                 }
+                let Some(last) = self.last_of(pid) else {
+                    return Ok(());
+                };
+                if self.fragment(last).lsn < fragment.lsn {
+                    let index = self.store(fragment);
+                    self.entry_mut(last).next = index;
+                }
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// The first page below the end of Sled's table that has no state: Sled allocates pages in
     /// log order, so a sound log recovers them without gaps.
     pub fn first_hole(&self) -> Option<PageId> {
-        if let Some(i) = self
-            .pages
-            .iter()
-            .position(|page| *page == PageState::Absent)
-        {
+        if let Some(i) = self.slots.iter().position(|&slot| slot == ABSENT) {
             return Some(i as PageId);
         }
-        let len = self.pages.len() as PageId;
+        let len = self.slots.len() as PageId;
         (self.dangling_end > len).then_some(len)
-    }
-
-    fn slot(&mut self, pid: PageId) -> Result<&mut PageState, PidOutOfRange> {
-        if pid > MAX_PID {
-            return Err(PidOutOfRange(pid));
-        }
-        let i = pid as usize;
-        if self.pages.len() <= i {
-            self.pages.resize(i + 1, PageState::Absent);
-        }
-        Ok(&mut self.pages[i])
     }
 
     /// Hands memory the table grew into but does not use back to the allocator.
     pub fn shrink(&mut self) {
-        self.pages.shrink_to_fit();
-        for page in &mut self.pages {
-            if let PageState::Present(fragments) = page {
-                fragments.shrink_to_fit();
+        self.slots.shrink_to_fit();
+        if let Some(last) = self.chunks.last_mut() {
+            last.shrink_to_fit();
+        }
+        self.unusual.shrink_to_fit();
+    }
+
+    fn slot(&mut self, pid: PageId) -> Result<&mut u32, PidOutOfRange> {
+        if pid > MAX_PID {
+            return Err(PidOutOfRange(pid));
+        }
+        let i = pid as usize;
+        if self.slots.len() <= i {
+            self.slots.resize(i + 1, ABSENT);
+        }
+        Ok(&mut self.slots[i])
+    }
+
+    /// The index of a present page's last fragment.
+    fn last_of(&self, pid: PageId) -> Option<u32> {
+        let mut index = match self.slots.get(usize::try_from(pid).ok()?).copied()? {
+            ABSENT | FREED => return None,
+            first => first,
+        };
+        // Sled consolidates a page after a handful of links, so chains stay short.
+        loop {
+            match self.entry(index).next {
+                END => return Some(index),
+                next => index = next,
             }
         }
+    }
+
+    /// Puts a fragment in the arena as the end of a chain; returns its index.
+    fn store(&mut self, fragment: Fragment) -> u32 {
+        let packed = self.pack(fragment);
+        let index = if self.free != END {
+            let index = self.free;
+            self.free = self.entry(index).next;
+            self.unusual.remove(&index);
+            *self.entry_mut(index) = packed;
+            index
+        } else {
+            let index = self.used;
+            // Indexes stop below the markers: 4 billion live fragments would be a store of
+            // hundreds of terabytes.
+            assert!(index < END - 1, "the page table is full");
+            if (index as usize).is_multiple_of(CHUNK) {
+                self.chunks.push(Vec::with_capacity(CHUNK));
+            }
+            self.chunks.last_mut().expect("pushed above").push(packed);
+            self.used += 1;
+            index
+        };
+        if packed.len == UNUSUAL {
+            self.unusual.insert(index, fragment);
+        }
+        index
+    }
+
+    /// Puts a replaced or freed page's fragments on the free list.
+    fn release(&mut self, first: u32) {
+        if first == ABSENT || first == FREED {
+            return;
+        }
+        let mut last = first;
+        while self.entry(last).next != END {
+            last = self.entry(last).next;
+        }
+        self.entry_mut(last).next = self.free;
+        self.free = first;
+    }
+
+    fn pack(&self, fragment: Fragment) -> Packed {
+        let size = self.segment_size;
+        let lsn = u64::try_from(fragment.lsn).ok();
+        let packed = match (lsn, fragment.blob) {
+            (Some(lsn), None) if lsn % size == fragment.lid % size && fragment.len != UNUSUAL => {
+                u32::try_from(fragment.lid / size)
+                    .ok()
+                    .filter(|&file_segment| {
+                        self.segment_numbers.get(file_segment as usize).is_some_and(|&number| {
+                            number != NO_SEGMENT && u64::from(number) == lsn / size
+                        })
+                    })
+                    .map(|file_segment| Packed {
+                        file_segment,
+                        offset: (lsn % size) as u32,
+                        len: fragment.len,
+                        next: END,
+                    })
+            }
+            _ => None,
+        };
+        packed.unwrap_or(Packed {
+            file_segment: 0,
+            offset: 0,
+            len: UNUSUAL,
+            next: END,
+        })
+    }
+
+    fn fragment(&self, index: u32) -> Fragment {
+        let packed = self.entry(index);
+        if packed.len == UNUSUAL {
+            return self.unusual[&index];
+        }
+        let size = self.segment_size;
+        let offset = u64::from(packed.offset);
+        let lsn_segment = self.segment_numbers[packed.file_segment as usize];
+        Fragment {
+            lsn: (u64::from(lsn_segment) * size + offset) as Lsn,
+            lid: u64::from(packed.file_segment) * size + offset,
+            blob: None,
+            len: packed.len,
+        }
+    }
+
+    fn entry(&self, index: u32) -> &Packed {
+        &self.chunks[(index >> CHUNK_BITS) as usize][index as usize % CHUNK]
+    }
+
+    fn entry_mut(&mut self, index: u32) -> &mut Packed {
+        &mut self.chunks[(index >> CHUNK_BITS) as usize][index as usize % CHUNK]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIZE: u64 = 512 * 1024;
+    /// The file's first three segments have no intact header; segment `i` from there holds the
+    /// LSNs of segment `i - 3`.
+    const SHIFT: u64 = 3;
+
+    fn table() -> PageTable {
+        let lsns: Vec<Option<Lsn>> = (0..64u64)
+            .map(|i| i.checked_sub(SHIFT).map(|n| (n * SIZE) as Lsn))
+            .collect();
+        PageTable::new(SIZE, &lsns)
+    }
+
+    /// A message where the log puts it: in the segment whose header names its LSN's segment.
+    fn at(lsn: Lsn) -> Fragment {
+        Fragment {
+            lsn,
+            lid: (lsn as u64 / SIZE + SHIFT) * SIZE + lsn as u64 % SIZE,
+            blob: None,
+            len: 100,
+        }
+    }
+
+    fn fragments(table: &PageTable, pid: PageId) -> Option<Vec<Fragment>> {
+        match table.get(pid) {
+            PageView::Present(fragments) => Some(fragments.collect()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn fragments_come_back_exactly_packed_or_not() {
+        let mut table = table();
+        let lsn = 5 * SIZE as Lsn + 40;
+        let odd = [
+            Fragment { blob: Some(77), ..at(lsn) },
+            // An offset that disagrees with the LSN.
+            Fragment { lid: at(lsn).lid + 1, ..at(lsn) },
+            // In a segment reused since (its header names another LSN segment), in one without
+            // an intact header, past the end of the file.
+            Fragment { lid: at(lsn).lid + SIZE, ..at(lsn) },
+            Fragment { lid: lsn as u64 % SIZE, ..at(lsn) },
+            Fragment { lid: 100 * SIZE + lsn as u64 % SIZE, ..at(lsn) },
+            Fragment { lsn: -1, lid: 0, blob: None, len: 1 },
+            Fragment { len: u32::MAX, ..at(40) },
+        ];
+        let plain = at(9 * SIZE as Lsn + 1234);
+        table.replace(0, plain).unwrap();
+        for fragment in odd {
+            table.append(0, fragment).unwrap();
+        }
+        table.append(0, at(40)).unwrap();
+        let mut expected = vec![plain];
+        expected.extend(odd);
+        expected.push(at(40));
+        assert_eq!(fragments(&table, 0).unwrap(), expected);
+        assert_eq!(table.unusual.len(), odd.len());
+    }
+
+    #[test]
+    fn replay_links_only_newer_fragments_and_reuses_what_pages_left() {
+        let mut table = table();
+        table.apply(PageEffect::Replace, 2, at(100)).unwrap();
+        table.apply(PageEffect::Link, 2, at(200)).unwrap();
+        // Older than the page's last fragment: Sled skips it.
+        table.apply(PageEffect::Link, 2, at(150)).unwrap();
+        table.apply(PageEffect::Link, 2, at(300)).unwrap();
+        assert_eq!(fragments(&table, 2).unwrap(), vec![at(100), at(200), at(300)]);
+        // Pages 0 and 1 were never written: holes below page 2.
+        assert_eq!(table.first_hole(), Some(0));
+        table.apply(PageEffect::Replace, 0, at(400)).unwrap();
+        table.apply(PageEffect::Free, 1, at(410)).unwrap();
+        assert_eq!(table.first_hole(), None);
+        assert!(matches!(table.get(1), PageView::Freed));
+        // A link to a page past the end leaves no fragment but a hole Sled's table would have.
+        table.apply(PageEffect::Link, 9, at(500)).unwrap();
+        assert!(matches!(table.get(9), PageView::Absent));
+        assert_eq!(table.first_hole(), Some(3));
+
+        // Replacing the page frees its three entries, and the next three stores take them.
+        let used = table.used;
+        let later = SIZE as Lsn;
+        table.apply(PageEffect::Replace, 2, at(later + 600)).unwrap();
+        table.apply(PageEffect::Link, 2, at(later + 700)).unwrap();
+        table.apply(PageEffect::Link, 2, at(later + 800)).unwrap();
+        assert_eq!(table.used, used);
+        assert_eq!(fragments(&table, 2).unwrap(), vec![at(later + 600), at(later + 700), at(later + 800)]);
+        assert_eq!(fragments(&table, 0).unwrap(), vec![at(400)]);
+        // An unusual fragment's entry taken again drops the old whole copy.
+        table.apply(PageEffect::Replace, 4, Fragment { blob: Some(1), ..at(later + 900) }).unwrap();
+        table.apply(PageEffect::Replace, 4, at(later + 1000)).unwrap();
+        table.apply(PageEffect::Link, 0, at(later + 1100)).unwrap();
+        assert!(table.unusual.is_empty());
+        assert_eq!(fragments(&table, 0).unwrap(), vec![at(400), at(later + 1100)]);
+        assert_eq!(table.apply(PageEffect::Link, MAX_PID + 1, at(1)), Err(PidOutOfRange(MAX_PID + 1)));
+    }
+
+    #[test]
+    fn the_arena_grows_across_chunks() {
+        let mut table = table();
+        let n = CHUNK as u64 * 2 + 10;
+        let lsn = |pid: u64| (pid * 64) as Lsn;
+        for pid in 0..n {
+            table.replace(pid, at(lsn(pid))).unwrap();
+        }
+        table.append(n - 1, at(lsn(n))).unwrap();
+        assert_eq!(table.chunks.len(), 3);
+        assert!(table.unusual.is_empty());
+        for pid in [0, CHUNK as u64 - 1, CHUNK as u64, n - 2] {
+            assert_eq!(fragments(&table, pid).unwrap(), vec![at(lsn(pid))]);
+        }
+        assert_eq!(fragments(&table, n - 1).unwrap().len(), 2);
+        assert_eq!(std::mem::size_of::<Packed>(), 16);
     }
 }

@@ -18,7 +18,7 @@ use crate::log::{
     read_message, valid_entry_offset, LogOffset, LogRead, Lsn, MessageAt, ReadAt, SegmentBuf,
     SegmentHeader, MAX_MSG_HEADER_LEN, SEG_HEADER_LEN,
 };
-use crate::pages::{Fragment, PageState, PageTable};
+use crate::pages::{Fragment, PageTable};
 
 /// The storage parameters Sled keeps in `conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +81,6 @@ pub(crate) fn read_conf(dir: &Path) -> Result<StorageParameters, Error> {
 }
 
 /// A snapshot: the stable LSN it covers, and the page table at that point.
-#[derive(Default)]
 struct Snapshot {
     stable_lsn: Option<Lsn>,
     pages: PageTable,
@@ -95,7 +94,11 @@ struct Snapshot {
 /// before it, replayed onward, recovers the same pages: it is read instead (and noted). A
 /// damaged finished snapshot stays an error, as in Sled: an older one may point into segments
 /// reused since.
-fn read_snapshot(dir: &Path) -> Result<(Option<(PathBuf, Snapshot)>, Vec<String>), Error> {
+fn read_snapshot(
+    dir: &Path,
+    segment_lsns: &[Option<Lsn>],
+    segment_size: u64,
+) -> Result<(Option<(PathBuf, Snapshot)>, Vec<String>), Error> {
     let mut notes = Vec::new();
     let mut candidates: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?
@@ -111,7 +114,7 @@ fn read_snapshot(dir: &Path) -> Result<(Option<(PathBuf, Snapshot)>, Vec<String>
         .collect();
     candidates.sort();
     while let Some(path) = candidates.pop() {
-        match read_snapshot_file(&path) {
+        match read_snapshot_file(&path, segment_lsns, segment_size) {
             Ok(snapshot) => return Ok((Some((path, snapshot)), notes)),
             Err(Error::Snapshot { path, detail })
                 if path.to_string_lossy().ends_with(".generating") =>
@@ -124,60 +127,151 @@ fn read_snapshot(dir: &Path) -> Result<(Option<(PathBuf, Snapshot)>, Vec<String>
     Ok((None, notes))
 }
 
-fn read_snapshot_file(path: &Path) -> Result<Snapshot, Error> {
+/// The most bytes one page state of a snapshot takes: a tag and up to 255 fragments of an LSN,
+/// a disk pointer (tag, varint, blob LSN) and a varint length.
+const MAX_PAGE_STATE: usize = 1 + 255 * (8 + 1 + 9 + 8 + 9);
+/// How much of a snapshot is read at a time.
+const SNAPSHOT_READ: usize = 1 << 20;
+
+/// A snapshot's body read a megabyte at a time, its CRC computed on the way: a 5M-session
+/// store's snapshot is 49 MB, which a whole read would hold next to the table built from it.
+struct SnapshotBody {
+    file: File,
+    /// Body bytes not read yet.
+    left: u64,
+    window: Vec<u8>,
+    start: usize,
+    crc: crc32fast::Hasher,
+}
+
+impl SnapshotBody {
+    /// Makes the window hold at least `want` bytes, or all the body has left.
+    fn fill(&mut self, want: usize) -> std::io::Result<&[u8]> {
+        if self.window.len() - self.start < want && self.left > 0 {
+            self.window.drain(..self.start);
+            self.start = 0;
+            let take = self.left.min((SNAPSHOT_READ + want) as u64) as usize;
+            let had = self.window.len();
+            self.window.resize(had + take, 0);
+            self.file.read_exact(&mut self.window[had..])?;
+            self.crc.update(&self.window[had..]);
+            self.left -= take as u64;
+        }
+        Ok(&self.window[self.start..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+    }
+
+    /// Reads the rest of the body (for its CRC) and the trailer; whether the CRC matches.
+    fn crc_matches(mut self) -> std::io::Result<bool> {
+        while self.left > 0 {
+            self.start = self.window.len();
+            self.fill(1)?;
+        }
+        // The body's length (8 bytes), then its CRC32 (4 bytes).
+        let mut trailer = [0u8; 12];
+        self.file.read_exact(&mut trailer)?;
+        let stored = u32::from_le_bytes(trailer[8..].try_into().unwrap());
+        Ok(self.crc.finalize() == stored)
+    }
+}
+
+fn read_snapshot_file(
+    path: &Path,
+    segment_lsns: &[Option<Lsn>],
+    segment_size: u64,
+) -> Result<Snapshot, Error> {
     let path = path.to_owned();
-    let mut bytes = Vec::new();
-    File::open(&path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    let io_error = |e| Error::io(format!("cannot read {}", path.display()), e);
     let damaged = |detail: String| Error::Snapshot {
         path: path.clone(),
         detail,
     };
+    let file = File::open(&path).map_err(io_error)?;
+    let file_len = file.metadata().map_err(io_error)?.len();
     // The serialized snapshot, its length (8 bytes) and a CRC32 of it (4 bytes).
-    if bytes.len() <= 12 {
+    if file_len <= 12 {
         return Err(damaged("the file is empty or truncated".into()));
     }
-    let body_len = bytes.len() - 12;
-    let stored_crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap());
-    if crc32fast::hash(&bytes[..body_len]) != stored_crc {
+    let mut body = SnapshotBody {
+        file,
+        left: file_len - 12,
+        window: Vec::with_capacity(SNAPSHOT_READ + MAX_PAGE_STATE),
+        start: 0,
+        crc: crc32fast::Hasher::new(),
+    };
+    let parsed = parse_snapshot(&mut body, segment_lsns, segment_size);
+    // A damaged file is named for its checksum first, as when the whole file was checked
+    // before parsing.
+    if !body.crc_matches().map_err(io_error)? {
         return Err(damaged("its checksum does not match".into()));
     }
-    parse_snapshot(&bytes[..body_len]).map_err(|e| damaged(e.to_string()))
+    match parsed {
+        Ok(snapshot) => Ok(snapshot),
+        Err(SnapshotError::Io(e)) => Err(io_error(e)),
+        Err(SnapshotError::Malformed(e)) => Err(damaged(e.to_string())),
+    }
 }
 
-fn parse_snapshot(bytes: &[u8]) -> Result<Snapshot, Malformed> {
-    let mut c = Cursor::new(bytes);
+enum SnapshotError {
+    Io(std::io::Error),
+    Malformed(Malformed),
+}
+
+impl From<Malformed> for SnapshotError {
+    fn from(e: Malformed) -> Self {
+        SnapshotError::Malformed(e)
+    }
+}
+
+fn parse_snapshot(
+    body: &mut SnapshotBody,
+    segment_lsns: &[Option<Lsn>],
+    segment_size: u64,
+) -> Result<Snapshot, SnapshotError> {
+    let mut c = Cursor::new(body.fill(MAX_PAGE_STATE).map_err(SnapshotError::Io)?);
     let stable_lsn = c.i64_option("snapshot stable LSN")?;
     let _active_segment = c.varint_option("snapshot active segment")?;
-    let mut pages = PageTable::default();
+    let header_len = c.position();
+    body.consume(header_len);
+    let mut pages = PageTable::new(segment_size, segment_lsns);
+    let table_error = |_| Malformed("snapshot page table");
     let mut pid = 0u64;
     // One page state after another until the bytes end (Sled's `deserialize_sequence`).
-    while !c.is_empty() {
+    loop {
+        let window = body.fill(MAX_PAGE_STATE).map_err(SnapshotError::Io)?;
+        if window.is_empty() {
+            break;
+        }
+        let mut c = Cursor::new(window);
         let tag = c.u8("snapshot page state")?;
-        let state = if tag == 0 {
+        if tag == 0 {
             let _lsn = c.i64_le("freed page")?;
             disk_pointer(&mut c)?;
-            PageState::Freed
+            pages.free(pid).map_err(table_error)?;
         } else {
             // `tag - 1` fragments follow the base.
-            let mut fragments = Vec::with_capacity(usize::from(tag));
-            for _ in 0..tag {
+            for i in 0..tag {
                 let lsn = c.i64_le("page fragment")?;
                 let (lid, blob) = disk_pointer(&mut c)?;
                 let len = c.varint("page fragment")?;
-                fragments.push(Fragment {
+                let fragment = Fragment {
                     lsn,
                     lid,
                     blob,
                     len: u32::try_from(len).unwrap_or(u32::MAX),
-                });
+                };
+                if i == 0 {
+                    pages.replace(pid, fragment).map_err(table_error)?;
+                } else {
+                    pages.append(pid, fragment).map_err(table_error)?;
+                }
             }
-            PageState::Present(fragments)
-        };
-        pages
-            .set(pid, state)
-            .map_err(|_| Malformed("snapshot page table"))?;
+        }
+        let state_len = c.position();
+        body.consume(state_len);
         pid += 1;
     }
     Ok(Snapshot { stable_lsn, pages })
@@ -356,23 +450,31 @@ impl<'a> LogIter<'a> {
 /// and the end of the last message of the log's contiguous tail (the segments above the highest
 /// stable LSN any header records must follow each other without a gap; the first gap or damaged
 /// message there is where the log ends).
-fn scan_segments(
-    file: &File,
-    blobs_dir: &Path,
-    segment_size: u64,
-    min: Lsn,
-) -> Result<(BTreeMap<Lsn, LogOffset>, Lsn), Error> {
+/// Every segment's header, in file order; `None` where it cannot be read.
+fn read_segment_headers(file: &File, segment_size: u64) -> Result<Vec<Option<SegmentHeader>>, Error> {
     let file_len = file
         .metadata()
         .map_err(|e| Error::io("cannot read the log's size".into(), e))?
         .len();
     let count =
         file_len / segment_size + u64::from(file_len % segment_size >= SEG_HEADER_LEN as u64);
+    Ok((0..count)
+        .map(|index| SegmentHeader::read(file, index * segment_size).ok())
+        .collect())
+}
+
+fn scan_segments(
+    file: &File,
+    blobs_dir: &Path,
+    segment_size: u64,
+    min: Lsn,
+    headers: &[Option<SegmentHeader>],
+) -> Result<(BTreeMap<Lsn, LogOffset>, Lsn), Error> {
     let mut ordering = BTreeMap::new();
     let mut max_header_stable_lsn = min;
-    for index in 0..count {
-        let offset = index * segment_size;
-        let Ok(header) = SegmentHeader::read(file, offset) else {
+    for (index, header) in headers.iter().enumerate() {
+        let offset = index as u64 * segment_size;
+        let Some(header) = header else {
             continue;
         };
         if !header.ok || header.lsn < min {
@@ -424,17 +526,29 @@ pub(crate) fn recover(
 ) -> Result<Recovered, Error> {
     let segment_size = params.segment_size;
     let blobs_dir = dir.join("blobs");
-    let (chosen, mut sled_would_refuse) = read_snapshot(dir)?;
+    let headers = read_segment_headers(file, segment_size)?;
+    // What the page table derives each packed fragment's LSN segment from.
+    let segment_lsns: Vec<Option<Lsn>> = headers
+        .iter()
+        .map(|header| header.filter(|h| h.ok).map(|h| h.lsn))
+        .collect();
+    let (chosen, mut sled_would_refuse) = read_snapshot(dir, &segment_lsns, segment_size)?;
     let (snapshot_path, snapshot) = match chosen {
         Some((path, snapshot)) => (Some(path), snapshot),
-        None => (None, Snapshot::default()),
+        None => (
+            None,
+            Snapshot {
+                stable_lsn: None,
+                pages: PageTable::new(segment_size, &segment_lsns),
+            },
+        ),
     };
     let Snapshot {
         stable_lsn,
         mut pages,
     } = snapshot;
     let normalized = stable_lsn.unwrap_or(0) / segment_size as i64 * segment_size as i64;
-    let (ordering, max_lsn) = scan_segments(file, &blobs_dir, segment_size, normalized)?;
+    let (ordering, max_lsn) = scan_segments(file, &blobs_dir, segment_size, normalized, &headers)?;
     let segments = ordering
         .into_iter()
         .filter(|&(lsn, _)| lsn >= normalized)
