@@ -353,7 +353,7 @@ function postgresSection(raw: { started: string; seconds?: number; machine: stri
   rssRow('all, while uploading (sampled each second)', (r) => adaptive(r).phasePeaks.uploadMb);
   rssRow('all, while verifying (sampled each second)', (r) => adaptive(r).phasePeaks.verifyMb, (28 * large.sessions) / 1e6);
   rssRow('convert', (r) => r.convert.peakRssMb);
-  lines.push('', 'What grows is the reader\'s table of where each of Sled\'s pages lies in the log, which the open builds and every command that reads the store holds (the reader alone, `/usr/bin/time target/release/examples/scan STORE \'\'`: 6 MB at 100k, 39 MB at 1M, 189 MB at 5M of these stores: about 37 bytes a session); verify holds it together with its fingerprints (28 bytes a key) and their sort. docs/performance-notes.md (issue 24) has the breakdown and what is left.');
+  lines.push('', 'What grows with the store is the reader\'s table of where each of Sled\'s pages lies in the log, which the open builds and every command that reads the store holds: 4 bytes a page and 16 a fragment, about 9 bytes a session of these stores (the reader alone, `/usr/bin/time target/release/examples/scan STORE \'\'`: 4.5 MB at 100k, 13.5 MB at 1M, 54 MB at 5M; 6 / 39 / 189 MB before the compact table). verify adds its fingerprints (28 bytes a key, sorted in place). docs/performance-notes.md (issue 24) has the breakdown.');
 
   lines.push('', '### The upload as the backup grows', '');
   lines.push('Rates from the acknowledged count in `migration-state.json`, sampled every second. Synapse answers every upload with the number of keys in the backup, which it counts anew under the user\'s upload lock; its time is PostgreSQL\'s own (pg_stat_statements).', '');
