@@ -50,6 +50,8 @@ pub enum PageError {
         lid: u64,
         detail: String,
     },
+    #[error("page {pid}'s state cannot be read again from the snapshot: {detail}")]
+    Snapshot { pid: PageId, detail: String },
     #[error("page {pid} does not decode: {detail}")]
     Undecodable { pid: PageId, detail: String },
     #[error("the tree is inconsistent at page {pid}: {detail}")]

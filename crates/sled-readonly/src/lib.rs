@@ -24,6 +24,7 @@ mod node;
 mod pages;
 mod recovery;
 mod scan;
+mod snapshot;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -194,7 +195,7 @@ impl Db {
         pid: PageId,
         expected: Body,
     ) -> Result<Option<MessageBody>, PageError> {
-        let base = match self.pages.get(pid) {
+        let base = match self.pages.get(pid)? {
             PageView::Present(mut fragments) => fragments.next().expect("a present page has a base"),
             PageView::Absent => return Ok(None),
             PageView::Freed => return Err(PageError::Freed { pid }),
@@ -219,7 +220,8 @@ impl Db {
             let ranges: Vec<(u64, u64)> = pids
                 .iter()
                 .filter_map(|&pid| match self.pages.get(pid) {
-                    PageView::Present(fragments) => Some(fragments),
+                    // Only a hint: a page that cannot be read is reported when it is read.
+                    Ok(PageView::Present(fragments)) => Some(fragments),
                     _ => None,
                 })
                 .flatten()
@@ -240,7 +242,7 @@ impl Db {
 
     /// Reads one node: its base, then every fragment linked onto it, in order.
     pub(crate) fn read_node(&self, pid: PageId) -> Result<Node, PageError> {
-        let mut fragments = match self.pages.get(pid) {
+        let mut fragments = match self.pages.get(pid)? {
             PageView::Present(fragments) => fragments,
             PageView::Absent => return Err(PageError::Missing { pid }),
             PageView::Freed => return Err(PageError::Freed { pid }),

@@ -2,14 +2,19 @@
 //! base and the fragments linked onto it since), or that it was freed. Sled's `PageState`.
 //!
 //! The table is held for the whole read and grows with the store (a 5M-session store has about
-//! 850k pages and 2.7M fragments), so it is kept compact: one `u32` a page, and 16 bytes a
-//! fragment in one arena of fixed-size chunks, each page's fragments chained from its slot. A
-//! `Vec` of full fragments per page cost about 37 bytes a session (its slot, its heap block, its
-//! spare capacity and 40-byte fragments); this costs about 9.
+//! 850k pages and 2.8M fragments), so it is kept compact: one `u32` a page. A page the snapshot
+//! holds and the log has not changed since is only where its state starts in the snapshot file,
+//! read again when the page is read (most pages of a store: an open writes a new snapshot). The
+//! others' fragments are 16 bytes each in an arena of fixed-size chunks, each page's chained from
+//! its slot. A `Vec` of full fragments per page cost about 37 bytes a session (its slot, its heap
+//! block, its spare capacity and 40-byte fragments); the arena alone about 9; this, where the
+//! snapshot is recent, under 1.
 
 use std::collections::HashMap;
 
+use crate::error::PageError;
 use crate::log::{LogOffset, Lsn, PageEffect, PageId, MAX_PID};
+use crate::snapshot::SnapshotFile;
 
 /// Where one message of a page lies: its LSN, its offset in the log, and its blob if it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +35,11 @@ pub(crate) enum PageView<'a> {
     Freed,
 }
 
-/// A page's slot: the index of its first fragment, or one of these two.
+/// A page's slot: the index of its first fragment in the arena (below `IN_SNAPSHOT`), where its
+/// state starts in the snapshot file (`IN_SNAPSHOT` + the offset, below `FREED`), or one of these.
 const ABSENT: u32 = u32::MAX;
 const FREED: u32 = u32::MAX - 1;
+const IN_SNAPSHOT: u32 = 1 << 31;
 /// The `next` of a page's last fragment (and of the free list's last entry).
 const END: u32 = u32::MAX;
 /// In `Packed::len`: the fragment did not fit the packed form and is kept whole in `unusual`.
@@ -77,6 +84,8 @@ pub(crate) struct PageTable {
     /// stays the size of the most fragments live at once, however long the replayed log.
     free: u32,
     unusual: HashMap<u32, Fragment>,
+    /// Where the states of `IN_SNAPSHOT` slots are read from.
+    snapshot: Option<SnapshotFile>,
     /// How far a link to a page past the end would have grown Sled's own table: Sled grows it to
     /// hold the page, finds no base there and pops the page alone, so the pages between the old
     /// end and it stay in its table, never initialized.
@@ -87,23 +96,45 @@ pub(crate) struct PageTable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PidOutOfRange(pub PageId);
 
+/// Why replaying a message failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ApplyError {
+    PidOutOfRange(PageId),
+    /// A page's state could not be read again from the snapshot (to link a fragment onto it).
+    Snapshot(String),
+}
+
+impl From<PidOutOfRange> for ApplyError {
+    fn from(e: PidOutOfRange) -> Self {
+        ApplyError::PidOutOfRange(e.0)
+    }
+}
+
 /// A page's fragments, base first.
 #[derive(Clone)]
-pub(crate) struct Fragments<'a> {
-    table: &'a PageTable,
-    next: u32,
+pub(crate) struct Fragments<'a>(Source<'a>);
+
+#[derive(Clone)]
+enum Source<'a> {
+    Arena { table: &'a PageTable, next: u32 },
+    Snapshot(std::vec::IntoIter<Fragment>),
 }
 
 impl Iterator for Fragments<'_> {
     type Item = Fragment;
 
     fn next(&mut self) -> Option<Fragment> {
-        if self.next == END {
-            return None;
+        match &mut self.0 {
+            Source::Arena { table, next } => {
+                if *next == END {
+                    return None;
+                }
+                let index = *next;
+                *next = table.entry(index).next;
+                Some(table.fragment(index))
+            }
+            Source::Snapshot(fragments) => fragments.next(),
         }
-        let index = self.next;
-        self.next = self.table.entry(index).next;
-        Some(self.table.fragment(index))
     }
 }
 
@@ -127,23 +158,78 @@ impl PageTable {
             used: 0,
             free: END,
             unusual: HashMap::new(),
+            snapshot: None,
             dangling_end: 0,
         }
     }
 
-    pub fn get(&self, pid: PageId) -> PageView<'_> {
+    /// Where `IN_SNAPSHOT` pages are read from; given once the snapshot was read whole.
+    pub fn attach_snapshot(&mut self, snapshot: SnapshotFile) {
+        self.snapshot = Some(snapshot);
+    }
+
+    /// A page's state; reading one the snapshot holds can fail (the file changed since the open
+    /// or cannot be read now).
+    pub fn get(&self, pid: PageId) -> Result<PageView<'_>, PageError> {
         let slot = usize::try_from(pid)
             .ok()
             .and_then(|i| self.slots.get(i).copied())
             .unwrap_or(ABSENT);
-        match slot {
+        Ok(match slot {
             ABSENT => PageView::Absent,
             FREED => PageView::Freed,
-            first => PageView::Present(Fragments {
+            first if first < IN_SNAPSHOT => PageView::Present(Fragments(Source::Arena {
                 table: self,
                 next: first,
-            }),
+            })),
+            at => {
+                let fragments = self
+                    .snapshot_fragments(at)
+                    .map_err(|detail| PageError::Snapshot { pid, detail })?;
+                PageView::Present(Fragments(Source::Snapshot(fragments.into_iter())))
+            }
+        })
+    }
+
+    /// Records a present page by where its state starts in the snapshot file; `false` (nothing
+    /// recorded) when the offset is past what a slot holds.
+    pub fn in_snapshot(&mut self, pid: PageId, offset: u64) -> Result<bool, PidOutOfRange> {
+        let Some(slot) = u32::try_from(offset)
+            .ok()
+            .and_then(|offset| offset.checked_add(IN_SNAPSHOT))
+            .filter(|&slot| slot < FREED)
+        else {
+            return Ok(false);
+        };
+        let old = std::mem::replace(self.slot(pid)?, slot);
+        self.release(old);
+        Ok(true)
+    }
+
+    fn snapshot_fragments(&self, slot: u32) -> Result<Vec<Fragment>, String> {
+        let snapshot = self.snapshot.as_ref().ok_or("the snapshot is not open")?;
+        let fragments = snapshot.fragments(u64::from(slot - IN_SNAPSHOT))?;
+        if fragments.is_empty() {
+            return Err(format!("{}: a present page without a base", snapshot.path().display()));
         }
+        Ok(fragments)
+    }
+
+    /// Moves a page the snapshot holds into the arena, so the log's links can be chained on.
+    fn materialize(&mut self, pid: PageId) -> Result<(), ApplyError> {
+        let Some(&slot) = self.slots.get(pid as usize) else {
+            return Ok(());
+        };
+        if !(IN_SNAPSHOT..FREED).contains(&slot) {
+            return Ok(());
+        }
+        let mut fragments = self.snapshot_fragments(slot).map_err(ApplyError::Snapshot)?.into_iter();
+        let base = fragments.next().expect("checked non-empty");
+        self.replace(pid, base)?;
+        for fragment in fragments {
+            self.append(pid, fragment)?;
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -186,13 +272,13 @@ impl PageTable {
         effect: PageEffect,
         pid: PageId,
         fragment: Fragment,
-    ) -> Result<(), PidOutOfRange> {
+    ) -> Result<(), ApplyError> {
         if pid > MAX_PID {
-            return Err(PidOutOfRange(pid));
+            return Err(ApplyError::PidOutOfRange(pid));
         }
         match effect {
-            PageEffect::Replace => self.replace(pid, fragment),
-            PageEffect::Free => self.free(pid),
+            PageEffect::Replace => Ok(self.replace(pid, fragment)?),
+            PageEffect::Free => Ok(self.free(pid)?),
             PageEffect::Link => {
                 // Read without growing the table: a dangling link leaves no fragment, only
                 // (past the end) the pages Sled's table would have grown by.
@@ -200,6 +286,7 @@ impl PageTable {
                     self.dangling_end = self.dangling_end.max(pid);
                     return Ok(());
                 }
+                self.materialize(pid)?;
                 let Some(last) = self.last_of(pid) else {
                     return Ok(());
                 };
@@ -242,11 +329,12 @@ impl PageTable {
         Ok(&mut self.slots[i])
     }
 
-    /// The index of a present page's last fragment.
+    /// The index of a present page's last fragment in the arena (`None` for a page the
+    /// snapshot holds: see `materialize`).
     fn last_of(&self, pid: PageId) -> Option<u32> {
         let mut index = match self.slots.get(usize::try_from(pid).ok()?).copied()? {
-            ABSENT | FREED => return None,
-            first => first,
+            first if first < IN_SNAPSHOT => first,
+            _ => return None,
         };
         // Sled consolidates a page after a handful of links, so chains stay short.
         loop {
@@ -268,9 +356,9 @@ impl PageTable {
             index
         } else {
             let index = self.used;
-            // Indexes stop below the markers: 4 billion live fragments would be a store of
-            // hundreds of terabytes.
-            assert!(index < END - 1, "the page table is full");
+            // Indexes stop below the snapshot's slots: 2 billion live fragments would be a store
+            // of hundreds of terabytes.
+            assert!(index < IN_SNAPSHOT, "the page table is full");
             if (index as usize).is_multiple_of(CHUNK) {
                 self.chunks.push(Vec::with_capacity(CHUNK));
             }
@@ -284,9 +372,10 @@ impl PageTable {
         index
     }
 
-    /// Puts a replaced or freed page's fragments on the free list.
+    /// Puts a replaced or freed page's fragments on the free list (a page the snapshot holds
+    /// has none in the arena).
     fn release(&mut self, first: u32) {
-        if first == ABSENT || first == FREED {
+        if first >= IN_SNAPSHOT {
             return;
         }
         let mut last = first;
@@ -378,7 +467,7 @@ mod tests {
     }
 
     fn fragments(table: &PageTable, pid: PageId) -> Option<Vec<Fragment>> {
-        match table.get(pid) {
+        match table.get(pid).unwrap() {
             PageView::Present(fragments) => Some(fragments.collect()),
             _ => None,
         }
@@ -427,10 +516,10 @@ mod tests {
         table.apply(PageEffect::Replace, 0, at(400)).unwrap();
         table.apply(PageEffect::Free, 1, at(410)).unwrap();
         assert_eq!(table.first_hole(), None);
-        assert!(matches!(table.get(1), PageView::Freed));
+        assert!(matches!(table.get(1).unwrap(), PageView::Freed));
         // A link to a page past the end leaves no fragment but a hole Sled's table would have.
         table.apply(PageEffect::Link, 9, at(500)).unwrap();
-        assert!(matches!(table.get(9), PageView::Absent));
+        assert!(matches!(table.get(9).unwrap(), PageView::Absent));
         assert_eq!(table.first_hole(), Some(3));
 
         // Replacing the page frees its three entries, and the next three stores take them.
@@ -448,7 +537,7 @@ mod tests {
         table.apply(PageEffect::Link, 0, at(later + 1100)).unwrap();
         assert!(table.unusual.is_empty());
         assert_eq!(fragments(&table, 0).unwrap(), vec![at(400), at(later + 1100)]);
-        assert_eq!(table.apply(PageEffect::Link, MAX_PID + 1, at(1)), Err(PidOutOfRange(MAX_PID + 1)));
+        assert_eq!(table.apply(PageEffect::Link, MAX_PID + 1, at(1)), Err(ApplyError::PidOutOfRange(MAX_PID + 1)));
     }
 
     #[test]
@@ -467,5 +556,48 @@ mod tests {
         }
         assert_eq!(fragments(&table, n - 1).unwrap().len(), 2);
         assert_eq!(std::mem::size_of::<Packed>(), 16);
+    }
+
+    #[test]
+    fn pages_the_snapshot_holds_are_read_from_it_until_the_log_changes_them() {
+        use crate::snapshot::tests::{encode_page_state, snapshot_file};
+        let mut table = table();
+        let first = [at(100), at(200)];
+        let second = [Fragment { blob: Some(9), ..at(300) }];
+        let mut bytes = encode_page_state(Some(&first));
+        let second_at = bytes.len() as u64;
+        bytes.extend(encode_page_state(Some(&second)));
+        let third_at = bytes.len() as u64;
+        bytes.extend(encode_page_state(Some(&[at(400)])));
+        assert!(table.in_snapshot(0, 0).unwrap());
+        assert!(table.in_snapshot(1, second_at).unwrap());
+        assert!(table.in_snapshot(2, third_at).unwrap());
+        // Past what a slot can point to: the caller keeps the page in the arena instead.
+        assert!(!table.in_snapshot(3, u64::from(FREED - IN_SNAPSHOT)).unwrap());
+        table.attach_snapshot(snapshot_file(&bytes));
+        assert_eq!(fragments(&table, 0).unwrap(), first);
+        assert_eq!(fragments(&table, 1).unwrap(), second);
+        assert_eq!(table.used, 0);
+        assert_eq!(table.first_hole(), None);
+
+        // A link moves the page into the arena (an older one still only reads it).
+        table.apply(PageEffect::Link, 0, at(150)).unwrap();
+        assert_eq!(table.used, 2);
+        table.apply(PageEffect::Link, 0, at(500)).unwrap();
+        assert_eq!(fragments(&table, 0).unwrap(), vec![at(100), at(200), at(500)]);
+        // A replacement or a free needs nothing from the file.
+        table.apply(PageEffect::Replace, 1, at(600)).unwrap();
+        table.apply(PageEffect::Free, 2, at(700)).unwrap();
+        assert_eq!(fragments(&table, 1).unwrap(), vec![at(600)]);
+        assert!(matches!(table.get(2).unwrap(), PageView::Freed));
+        assert_eq!(table.used, 4);
+
+        // A state that no longer reads back is the page's error, or the replay's.
+        let mut broken = PageTable::new(SIZE, &[]);
+        assert!(broken.in_snapshot(0, 0).unwrap());
+        assert!(broken.in_snapshot(1, 1).unwrap());
+        broken.attach_snapshot(snapshot_file(&encode_page_state(None)));
+        assert!(matches!(broken.get(0), Err(PageError::Snapshot { pid: 0, .. })));
+        assert!(matches!(broken.apply(PageEffect::Link, 1, at(1)), Err(ApplyError::Snapshot(_))));
     }
 }

@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 
 use crate::buffer::SecretBuf;
 
-use crate::codec::{Cursor, Malformed};
 use crate::error::Error;
 use crate::log::{
     read_message, valid_entry_offset, LogOffset, LogRead, Lsn, MessageAt, ReadAt, SegmentBuf,
     SegmentHeader, MAX_MSG_HEADER_LEN, SEG_HEADER_LEN,
 };
-use crate::pages::{Fragment, PageTable};
+use crate::pages::{ApplyError, Fragment, PageTable};
+use crate::snapshot::{read_snapshot, Snapshot};
 
 /// The storage parameters Sled keeps in `conf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,211 +78,6 @@ pub(crate) fn read_conf(dir: &Path) -> Result<StorageParameters, Error> {
         use_compression,
         version,
     })
-}
-
-/// A snapshot: the stable LSN it covers, and the page table at that point.
-struct Snapshot {
-    stable_lsn: Option<Lsn>,
-    pages: PageTable,
-}
-
-/// The snapshot to start from, and what Sled would have refused about the choice.
-///
-/// Sled loads the last file named `snap.*` in byte order (its own `.generating` leftovers
-/// included, only `.in___motion` excluded) and refuses a damaged one. A `.generating` file is
-/// one an open was writing when it was killed; the log is as that open found it, so the snapshot
-/// before it, replayed onward, recovers the same pages: it is read instead (and noted). A
-/// damaged finished snapshot stays an error, as in Sled: an older one may point into segments
-/// reused since.
-fn read_snapshot(
-    dir: &Path,
-    segment_lsns: &[Option<Lsn>],
-    segment_size: u64,
-) -> Result<(Option<(PathBuf, Snapshot)>, Vec<String>), Error> {
-    let mut notes = Vec::new();
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.path())
-        .filter(|path| {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            name.starts_with("snap.") && !name.ends_with(".in___motion")
-        })
-        .collect();
-    candidates.sort();
-    while let Some(path) = candidates.pop() {
-        match read_snapshot_file(&path, segment_lsns, segment_size) {
-            Ok(snapshot) => return Ok((Some((path, snapshot)), notes)),
-            Err(Error::Snapshot { path, detail })
-                if path.to_string_lossy().ends_with(".generating") =>
-            {
-                notes.push(format!("the unfinished snapshot {} is damaged ({detail}): recovered from the one before it", path.display()));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((None, notes))
-}
-
-/// The most bytes one page state of a snapshot takes: a tag and up to 255 fragments of an LSN,
-/// a disk pointer (tag, varint, blob LSN) and a varint length.
-const MAX_PAGE_STATE: usize = 1 + 255 * (8 + 1 + 9 + 8 + 9);
-/// How much of a snapshot is read at a time.
-const SNAPSHOT_READ: usize = 1 << 20;
-
-/// A snapshot's body read a megabyte at a time, its CRC computed on the way: a 5M-session
-/// store's snapshot is 49 MB, which a whole read would hold next to the table built from it.
-struct SnapshotBody {
-    file: File,
-    /// Body bytes not read yet.
-    left: u64,
-    window: Vec<u8>,
-    start: usize,
-    crc: crc32fast::Hasher,
-}
-
-impl SnapshotBody {
-    /// Makes the window hold at least `want` bytes, or all the body has left.
-    fn fill(&mut self, want: usize) -> std::io::Result<&[u8]> {
-        if self.window.len() - self.start < want && self.left > 0 {
-            self.window.drain(..self.start);
-            self.start = 0;
-            let take = self.left.min((SNAPSHOT_READ + want) as u64) as usize;
-            let had = self.window.len();
-            self.window.resize(had + take, 0);
-            self.file.read_exact(&mut self.window[had..])?;
-            self.crc.update(&self.window[had..]);
-            self.left -= take as u64;
-        }
-        Ok(&self.window[self.start..])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-    }
-
-    /// Reads the rest of the body (for its CRC) and the trailer; whether the CRC matches.
-    fn crc_matches(mut self) -> std::io::Result<bool> {
-        while self.left > 0 {
-            self.start = self.window.len();
-            self.fill(1)?;
-        }
-        // The body's length (8 bytes), then its CRC32 (4 bytes).
-        let mut trailer = [0u8; 12];
-        self.file.read_exact(&mut trailer)?;
-        let stored = u32::from_le_bytes(trailer[8..].try_into().unwrap());
-        Ok(self.crc.finalize() == stored)
-    }
-}
-
-fn read_snapshot_file(
-    path: &Path,
-    segment_lsns: &[Option<Lsn>],
-    segment_size: u64,
-) -> Result<Snapshot, Error> {
-    let path = path.to_owned();
-    let io_error = |e| Error::io(format!("cannot read {}", path.display()), e);
-    let damaged = |detail: String| Error::Snapshot {
-        path: path.clone(),
-        detail,
-    };
-    let file = File::open(&path).map_err(io_error)?;
-    let file_len = file.metadata().map_err(io_error)?.len();
-    // The serialized snapshot, its length (8 bytes) and a CRC32 of it (4 bytes).
-    if file_len <= 12 {
-        return Err(damaged("the file is empty or truncated".into()));
-    }
-    let mut body = SnapshotBody {
-        file,
-        left: file_len - 12,
-        window: Vec::with_capacity(SNAPSHOT_READ + MAX_PAGE_STATE),
-        start: 0,
-        crc: crc32fast::Hasher::new(),
-    };
-    let parsed = parse_snapshot(&mut body, segment_lsns, segment_size);
-    // A damaged file is named for its checksum first, as when the whole file was checked
-    // before parsing.
-    if !body.crc_matches().map_err(io_error)? {
-        return Err(damaged("its checksum does not match".into()));
-    }
-    match parsed {
-        Ok(snapshot) => Ok(snapshot),
-        Err(SnapshotError::Io(e)) => Err(io_error(e)),
-        Err(SnapshotError::Malformed(e)) => Err(damaged(e.to_string())),
-    }
-}
-
-enum SnapshotError {
-    Io(std::io::Error),
-    Malformed(Malformed),
-}
-
-impl From<Malformed> for SnapshotError {
-    fn from(e: Malformed) -> Self {
-        SnapshotError::Malformed(e)
-    }
-}
-
-fn parse_snapshot(
-    body: &mut SnapshotBody,
-    segment_lsns: &[Option<Lsn>],
-    segment_size: u64,
-) -> Result<Snapshot, SnapshotError> {
-    let mut c = Cursor::new(body.fill(MAX_PAGE_STATE).map_err(SnapshotError::Io)?);
-    let stable_lsn = c.i64_option("snapshot stable LSN")?;
-    let _active_segment = c.varint_option("snapshot active segment")?;
-    let header_len = c.position();
-    body.consume(header_len);
-    let mut pages = PageTable::new(segment_size, segment_lsns);
-    let table_error = |_| Malformed("snapshot page table");
-    let mut pid = 0u64;
-    // One page state after another until the bytes end (Sled's `deserialize_sequence`).
-    loop {
-        let window = body.fill(MAX_PAGE_STATE).map_err(SnapshotError::Io)?;
-        if window.is_empty() {
-            break;
-        }
-        let mut c = Cursor::new(window);
-        let tag = c.u8("snapshot page state")?;
-        if tag == 0 {
-            let _lsn = c.i64_le("freed page")?;
-            disk_pointer(&mut c)?;
-            pages.free(pid).map_err(table_error)?;
-        } else {
-            // `tag - 1` fragments follow the base.
-            for i in 0..tag {
-                let lsn = c.i64_le("page fragment")?;
-                let (lid, blob) = disk_pointer(&mut c)?;
-                let len = c.varint("page fragment")?;
-                let fragment = Fragment {
-                    lsn,
-                    lid,
-                    blob,
-                    len: u32::try_from(len).unwrap_or(u32::MAX),
-                };
-                if i == 0 {
-                    pages.replace(pid, fragment).map_err(table_error)?;
-                } else {
-                    pages.append(pid, fragment).map_err(table_error)?;
-                }
-            }
-        }
-        let state_len = c.position();
-        body.consume(state_len);
-        pid += 1;
-    }
-    Ok(Snapshot { stable_lsn, pages })
-}
-
-fn disk_pointer(c: &mut Cursor<'_>) -> Result<(LogOffset, Option<Lsn>), Malformed> {
-    match c.u8("disk pointer")? {
-        0 => Ok((c.varint("disk pointer")?, None)),
-        1 => Ok((c.varint("disk pointer")?, Some(c.i64_le("blob pointer")?))),
-        _ => Err(Malformed("disk pointer")),
-    }
 }
 
 /// What recovery found, for the caller's report.
@@ -578,9 +373,15 @@ pub(crate) fn recover(
         }
         pages
             .apply(message.effect, message.pid, message.fragment)
-            .map_err(|e| Error::Log {
-                lsn: message.fragment.lsn,
-                detail: format!("page {} is out of range", e.0),
+            .map_err(|e| match e {
+                ApplyError::PidOutOfRange(pid) => Error::Log {
+                    lsn: message.fragment.lsn,
+                    detail: format!("page {pid} is out of range"),
+                },
+                ApplyError::Snapshot(detail) => Error::Snapshot {
+                    path: snapshot_path.clone().unwrap_or_default(),
+                    detail,
+                },
             })?;
         replayed += 1;
     }
