@@ -4,6 +4,7 @@
  * hold such session IDs), where byte offsets and string offsets differ.
  */
 import test from 'ava';
+import { BodyPool } from '../src/pipeline/body-pool.js';
 import { batchEntries, buildBody } from '../src/pipeline/upload.js';
 
 function entriesOf(keys: { room: string; fragment: string }[]) {
@@ -37,4 +38,33 @@ test('a body files every key under its room, with non-ASCII IDs and values intac
 
 test('a body without keys is an empty rooms object', (t) => {
   t.deepEqual(JSON.parse(buildBody([]).toString('utf8')), { rooms: {} });
+});
+
+test('bodies are built in buffers used again once answered, as many as are kept, grown with the limit', (t) => {
+  const pool = new BodyPool(2);
+  const keys = [
+    { room: '!a:example.org', fragment: '"s1":{"first_message_index":0}' },
+    { room: '!b:ëxample.org', fragment: '"sé2":{"first_message_index":1}' },
+  ];
+  const first = buildBody(entriesOf(keys), pool, 4096);
+  t.true(first.equals(buildBody(entriesOf(keys))));
+  t.is(first.buffer.byteLength, 4096);
+  const second = buildBody(entriesOf(keys), pool, 4096);
+  t.not(second.buffer, first.buffer);
+  pool.give(first);
+  pool.give(second);
+  pool.give(second);
+  t.is(pool.waiting, 2);
+  // The next body is written into a buffer given back, and reads as its own bytes only.
+  const third = buildBody(entriesOf(keys.slice(1)), pool, 4096);
+  t.true(third.buffer === first.buffer || third.buffer === second.buffer);
+  t.deepEqual(JSON.parse(third.toString('utf8')), { rooms: { '!b:ëxample.org': { sessions: { sé2: { first_message_index: 1 } } } } });
+  // Past the limit the pool's buffers were made for: a new one, and the small ones are let go.
+  const big = pool.take(10_000, 8192);
+  t.is(big.buffer.byteLength, 10_000);
+  t.is(pool.waiting, 0);
+  pool.give(third);
+  pool.give(big);
+  pool.give(Buffer.alloc(1));
+  t.is(pool.waiting, 2);
 });

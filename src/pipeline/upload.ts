@@ -15,6 +15,7 @@ import type { MatrixClient } from '../matrix/client.js';
 import { BodyTooLarge, putRoomKeys } from '../matrix/key-backup.js';
 import { SessionBatches, warnSledWouldRefuse, type BackupEntries, type DamagedRecord, type KeySource } from '../store/sessions.js';
 import { BodySizer, DEFAULT_MAX_BODY_LIMIT } from './body-size.js';
+import { BodyPool } from './body-pool.js';
 import { damagedEntryError } from './damaged.js';
 
 export interface UploadOptions {
@@ -80,9 +81,9 @@ const CLOSE = Buffer.from('}}');
  * the fragments. Each entry's fragment then points into the body instead of its batch's buffer:
  * while the request is in flight only the body is held, not also the batch buffers its keys came
  * from (about as many bytes again), and a body split after a 413 is spliced from the slices of
- * this one.
+ * this one. The bytes are `pool`'s where one is given (`capacity`: the limit, for a new buffer).
  */
-export function buildBody(entries: Entry[]): Buffer<ArrayBuffer> {
+export function buildBody(entries: Entry[], pool?: BodyPool, capacity = 0): Buffer<ArrayBuffer> {
   const rooms = new Map<string, Entry[]>();
   for (const e of entries) {
     let list = rooms.get(e.roomId);
@@ -93,7 +94,7 @@ export function buildBody(entries: Entry[]): Buffer<ArrayBuffer> {
   let length = ROOMS_OPEN.length + CLOSE.length;
   for (const head of heads) length += head.length + CLOSE.length;
   for (const e of entries) length += e.fragment.length + COMMA.length;
-  const body = Buffer.allocUnsafeSlow(length);
+  const body = pool ? pool.take(length, capacity) : Buffer.allocUnsafeSlow(length);
   let at = 0;
   const put = (bytes: Uint8Array) => {
     body.set(bytes, at);
@@ -159,13 +160,16 @@ async function streamUpload(opts: UploadOptions): Promise<UploadSummary> {
 
   // Requests in flight.
   const running = new Set<Promise<void>>();
+  const bodies = new BodyPool(opts.inFlight + 1);
   let failure: unknown;
   const progress = out.progress('uploading');
 
   const send = async (parts: Part[]): Promise<void> => {
     const entries = parts.flatMap((p) => p.entries);
+    // Given back to the pool once answered, or once the halves of a refused one were sent (their
+    // keys are slices of it until then); the entries are not read again after.
+    const body = buildBody(entries, bodies, sizer.limit);
     try {
-      const body = buildBody(entries);
       const sentAt = performance.now();
       const { count } = await putRoomKeys(opts.client, opts.version, body);
       sizer.answered({ keys: entries.length, bytes: body.length, sentAt, answeredAt: performance.now() });
@@ -185,6 +189,8 @@ async function streamUpload(opts: UploadOptions): Promise<UploadSummary> {
         throw new ToolError('HOMESERVER_UNREACHABLE', 'the homeserver refuses even a single key as too large (413)', 'raise the body size limit of the reverse proxy in front of the homeserver to at least 64 KB');
       }
       throw e;
+    } finally {
+      bodies.give(body);
     }
     for (const p of parts) {
       batches[p.seq]!.remaining -= p.entries.length;
