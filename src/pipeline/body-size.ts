@@ -32,6 +32,8 @@ const RETRY_WINDOWS = 8;
  * scripts/bench/body-limit.ts STORE BYTES[:IN_FLIGHT]`, 2026-12-05): 2 MiB bodies 83.5 s, peak
  * RSS 147 MB; 8 MiB 68.8–72.9 s, 185–186 MB; 12 MiB 66.9–68.1 s, 172–184 MB; 16 MiB 67.4 s, 197 MB.
  * Past 8 MiB memory stops following the body; the count, paid once a request, keeps falling.
+ * Since bodies are built in reused buffers (`body-pool.ts`): 2 MiB 82.4 s, 104 MB; 12 MiB 70.5 s,
+ * 123 MB (the machine also busy writing a store: times are high).
  */
 export const DEFAULT_MAX_BODY_LIMIT = 12 * 1024 * 1024;
 
